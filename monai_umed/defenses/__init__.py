@@ -1,0 +1,32 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Exploiter-side defenses against unlearnable examples (Sec. 4.4, Table 3 of Lin et al., IJCAI 2024)."""
+
+from __future__ import annotations
+
+from .adversarial import pgd_linf
+from .transforms import (
+    DEFENSES,
+    LUMA_WEIGHTS,
+    GaussianBlurDefense,
+    GaussianBlurDefensed,
+    GrayscaleDefense,
+    GrayscaleDefensed,
+    JPEGDefense,
+    JPEGDefensed,
+    gaussian_kernel_1d,
+    get_defense_transform,
+)
+
+__all__ = [
+    "DEFENSES",
+    "LUMA_WEIGHTS",
+    "GaussianBlurDefense",
+    "GaussianBlurDefensed",
+    "GrayscaleDefense",
+    "GrayscaleDefensed",
+    "JPEGDefense",
+    "JPEGDefensed",
+    "gaussian_kernel_1d",
+    "get_defense_transform",
+    "pgd_linf",
+]

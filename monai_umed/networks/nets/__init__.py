@@ -1,0 +1,39 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Networks of monai_umed: UMed's generators / perturbators and the exploiter networks."""
+
+from __future__ import annotations
+
+from .cdc_unet import CDCUNet
+from .exploiters import EXPLOITERS, UNetPlusPlusExploiter, get_exploiter
+from .perturbators import (
+    BOUND_MODES,
+    DEFAULT_EPSILON,
+    ContourPerturbator,
+    TexturePerturbator,
+    UMedPerturbator,
+    compose_protected,
+    contour_perturbation,
+    texture_bound,
+    texture_perturbation,
+)
+from .transunet import TRANSUNET_PAPER_KWARGS, TransUNet
+
+# exploiters (nets/exploiters.py) and TransUNet (nets/transunet.py) are added here by their module's author.
+
+__all__ = [
+    "BOUND_MODES",
+    "EXPLOITERS",
+    "TRANSUNET_PAPER_KWARGS",
+    "TransUNet",
+    "UNetPlusPlusExploiter",
+    "get_exploiter",
+    "CDCUNet",
+    "ContourPerturbator",
+    "DEFAULT_EPSILON",
+    "TexturePerturbator",
+    "UMedPerturbator",
+    "compose_protected",
+    "contour_perturbation",
+    "texture_bound",
+    "texture_perturbation",
+]

@@ -1,0 +1,346 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""
+UMed's contour and texture perturbators G_c, G_t (Eq. 4-6, Fig. 2 of Lin et al., IJCAI 2024).
+
+Intensity scale: every tensor here is on the package's **[0, 1] scale** and ``epsilon`` (default ``4/255``) is an
+l-inf bound on that scale:
+
+* 8-bit images are divided by 255, so ``epsilon = 4/255`` is exactly 4 grey levels;
+* 16-bit images are divided by 65535, so ``4/255`` of the full range is ``4/255 * 65535 = 1028`` levels;
+* float images (e.g. NIfTI) are min-max scaled per image (``monai_umed.data.io.intensity_range``), so
+  ``epsilon`` is a fraction of *that image's* intensity range (``4/255`` ~ 1.57 % of ``max - min``).
+
+Bounds: the paper clips (``Clip``) the generator output. Clipping a freshly initialised generator's O(1) output to
+``+-epsilon`` (0.0157) is active almost everywhere, and an active clip passes no gradient, so the generators do not
+train (DESIGN.md, "Gradients through the bound"). The default ``bound="tanh"`` therefore parametrises
+``delta = bound * tanh(raw)``, which satisfies the same bound exactly (``|tanh| <= 1`` and float rounding is
+monotone, so ``|fl(b * tanh(r))| <= b``) and keeps gradients alive; ``bound="clip"`` is the paper's literal Clip,
+kept for ablation. Measured at initialisation (``tests/networks/test_perturbators.py::test_clip_kills_gradients``):
+with ``"clip"`` only the pixels where the clip is inactive pass gradient, ~1.8 % of the contour-band pixels and
+~1.3 % of the ROI-interior pixels (default generators, 64x64 input; ~6 % / ~1.4 % for the tiny test generators),
+and once the raw output is scaled up (last-layer weights x 1e3) none do and every parameter gradient is exactly
+zero; with ``"tanh"`` every band / ROI pixel passes gradient at initialisation and every generator weight gets a
+non-zero gradient (tanh saturates too if the raw output is driven very large, e.g. x 1e3 weights, so keep the
+generators' outputs O(1)). Both modes guarantee the bounds for *any* raw output, including non-finite values (NaN is
+mapped to 0, +-inf to the largest finite value before bounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.nets import UNet
+from torch import nn
+
+from monai_umed.networks.nets.cdc_unet import CDCUNet
+
+__all__ = [
+    "BOUND_MODES",
+    "DEFAULT_EPSILON",
+    "contour_perturbation",
+    "texture_bound",
+    "texture_perturbation",
+    "compose_protected",
+    "ContourPerturbator",
+    "TexturePerturbator",
+    "UMedPerturbator",
+]
+
+#: Default l-inf budget on the [0, 1] scale (Sec. 3.2 of the paper): 4 grey levels of an 8-bit image.
+DEFAULT_EPSILON = 4 / 255
+#: Supported ways to enforce the bound: ``"tanh"`` (smooth, default) and ``"clip"`` (the paper's literal Clip).
+BOUND_MODES = ("tanh", "clip")
+
+
+def _check_bound(bound: str) -> str:
+    if bound not in BOUND_MODES:
+        raise ValueError(f"bound must be one of {BOUND_MODES}, got {bound!r}.")
+    return bound
+
+
+def _check_epsilon(epsilon: float) -> float:
+    epsilon = float(epsilon)
+    if not (epsilon > 0.0 and epsilon < float("inf")):
+        raise ValueError(f"epsilon must be positive and finite, got {epsilon}.")
+    return epsilon
+
+
+def _finite(raw: torch.Tensor) -> torch.Tensor:
+    """NaN -> 0 and +-inf -> largest finite value, so that the bounds hold for any generator output."""
+    return torch.nan_to_num(raw, nan=0.0)
+
+
+def contour_perturbation(
+    raw: torch.Tensor, contour_band: torch.Tensor, epsilon: float = DEFAULT_EPSILON, bound: str = "tanh"
+) -> torch.Tensor:
+    """
+    Contour-aware perturbation, Eq. 4 of Lin et al., IJCAI 2024: ``delta_c = Clip_[-eps, eps](F_c(x) * y_c)``.
+
+    Args:
+        raw: raw generator output ``F_c(x)``, ``[B, C, *spatial]`` (unbounded).
+        contour_band: contour band ``y_c`` in {0, 1}, broadcastable to ``raw`` (typically ``[B, 1, *spatial]``,
+            shared by all image channels).
+        epsilon: l-inf budget on the [0, 1] intensity scale (see the module docstring).
+        bound: ``"tanh"`` (default): ``epsilon * tanh(raw) * y_c``, smooth, gradients alive at initialisation;
+            ``"clip"``: ``clamp(raw * y_c, -epsilon, epsilon)``, the paper's literal Clip (ablation).
+
+    Returns:
+        ``delta_c`` with ``|delta_c| <= epsilon`` everywhere and ``delta_c == 0`` exactly where ``y_c == 0``.
+    """
+    raw = _finite(raw)
+    epsilon = _check_epsilon(epsilon)
+    if _check_bound(bound) == "tanh":
+        return epsilon * torch.tanh(raw) * contour_band
+    return torch.clamp(raw * contour_band, -epsilon, epsilon)
+
+
+def texture_bound(
+    texture_map: torch.Tensor, roi_interior: torch.Tensor, epsilon: float = DEFAULT_EPSILON
+) -> torch.Tensor:
+    """
+    Texture-aware adaptive bound of Eq. 5 of Lin et al., IJCAI 2024: ``b = epsilon * x_t * y_t`` (computed in this
+    order, so a check that recomputes ``epsilon * x_t * y_t`` gets the same float values).
+
+    Args:
+        texture_map: texture intensity ``x_t`` (LBP, in [0, 1], must be non-negative).
+        roi_interior: ``y_t = (1 - y_c) * y`` in {0, 1}.
+        epsilon: l-inf budget on the [0, 1] scale.
+    """
+    return _check_epsilon(epsilon) * texture_map * roi_interior
+
+
+def texture_perturbation(
+    raw: torch.Tensor,
+    texture_map: torch.Tensor,
+    roi_interior: torch.Tensor,
+    epsilon: float = DEFAULT_EPSILON,
+    bound: str = "tanh",
+) -> torch.Tensor:
+    """
+    Texture-aware perturbation, Eq. 5 of Lin et al., IJCAI 2024:
+    ``delta_t = Clip_[-eps x_t y_t, eps x_t y_t](F_t(x))``.
+
+    Args:
+        raw: raw generator output ``F_t(x)``, ``[B, C, *spatial]`` (unbounded).
+        texture_map: texture intensity ``x_t`` in [0, 1] (non-negative), broadcastable to ``raw``
+            (typically ``[B, 1, *spatial]``).
+        roi_interior: ``y_t = (1 - y_c) * y`` in {0, 1}, broadcastable to ``raw``.
+        epsilon: l-inf budget on the [0, 1] scale (see the module docstring).
+        bound: ``"tanh"`` (default): ``epsilon * x_t * y_t * tanh(raw)``; ``"clip"``: ``clamp(raw, -b, b)`` with
+            ``b = epsilon * x_t * y_t`` (the paper's literal Clip, ablation).
+
+    Returns:
+        ``delta_t`` with ``|delta_t| <= epsilon * x_t * y_t`` element-wise (exactly, no tolerance).
+    """
+    raw = _finite(raw)
+    b = texture_bound(texture_map, roi_interior, epsilon)
+    if _check_bound(bound) == "tanh":
+        return b * torch.tanh(raw)
+    return torch.maximum(torch.minimum(raw, b), -b)
+
+
+def compose_protected(image: torch.Tensor, delta_c: torch.Tensor, delta_t: torch.Tensor) -> torch.Tensor:
+    """
+    Protected image, Eq. 6 of Lin et al., IJCAI 2024: ``x_p = Clip_[0, 1](x + delta_c + delta_t)``.
+
+    ``image`` is on the [0, 1] scale (see the module docstring); the result is in [0, 1].
+    """
+    return torch.clamp(image + delta_c + delta_t, 0.0, 1.0)
+
+
+class ContourPerturbator(nn.Module):
+    """
+    Contour perturbator G_c (Fig. 2b, Eq. 4 of Lin et al., IJCAI 2024): ``delta_c = bound(F_c(x) * y_c)``.
+
+    The raw field :meth:`generator_output` and the bound :meth:`apply_bound` are kept separate so that a writer can
+    compute ``F_c(x)`` at the training size, resize it to a file's native grid and apply Eq. 4 with native-resolution
+    masks.
+
+    Args:
+        spatial_dims: number of spatial dimensions (for the default generator).
+        in_channels: image channels (the perturbation has as many channels as the image).
+        epsilon: l-inf budget on the [0, 1] scale (8-bit: ``4/255`` = 4 grey levels; 16-bit: 1028 levels;
+            float images: a fraction of the per-image min-max range).
+        generator: F_c; defaults to ``CDCUNet(spatial_dims, in_channels, in_channels, channels, strides,
+            theta=theta)`` (all encoder convolutions are CDC, Eq. 3).
+        bound: ``"tanh"`` (default) or ``"clip"`` (see :func:`contour_perturbation`).
+        channels, strides, theta: passed to the default :class:`CDCUNet`.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        epsilon: float = DEFAULT_EPSILON,
+        generator: nn.Module | None = None,
+        bound: str = "tanh",
+        channels: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[int] = (2, 2, 2),
+        theta: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.epsilon = _check_epsilon(epsilon)
+        self.bound = _check_bound(bound)
+        if generator is None:
+            generator = CDCUNet(spatial_dims, in_channels, in_channels, channels=channels, strides=strides, theta=theta)
+        self.generator = generator
+
+    def generator_output(self, image: torch.Tensor) -> torch.Tensor:
+        """Raw, unbounded ``F_c(x)`` for ``image`` ``[B, C, *spatial]`` on the [0, 1] scale."""
+        return self.generator(image)
+
+    def apply_bound(self, raw: torch.Tensor, contour_band: torch.Tensor) -> torch.Tensor:
+        """Eq. 4 on a (possibly precomputed / resized) raw field, with this perturbator's epsilon and bound."""
+        return contour_perturbation(raw, contour_band, self.epsilon, self.bound)
+
+    def forward(self, image: torch.Tensor, contour_band: torch.Tensor) -> torch.Tensor:
+        """``delta_c = G_c(x)`` (Eq. 4); ``contour_band`` ``[B, 1, *spatial]`` broadcasts over image channels."""
+        return self.apply_bound(self.generator_output(image), contour_band)
+
+    def extra_repr(self) -> str:
+        return f"epsilon={self.epsilon:.6g}, bound={self.bound!r}"
+
+
+class TexturePerturbator(nn.Module):
+    """
+    Texture perturbator G_t (Fig. 2c, Eq. 5 of Lin et al., IJCAI 2024):
+    ``delta_t = bound_{eps x_t y_t}(F_t(x))``, non-zero only inside the ROI interior, scaled by the texture map.
+
+    Args:
+        spatial_dims: number of spatial dimensions (for the default generator).
+        in_channels: image channels (the perturbation has as many channels as the image).
+        epsilon: l-inf budget on the [0, 1] scale (see :class:`ContourPerturbator`).
+        generator: F_t; defaults to MONAI's ``UNet(spatial_dims, in_channels, in_channels, channels, strides,
+            num_res_units=num_res_units)`` (instance norm, PReLU).
+        bound: ``"tanh"`` (default) or ``"clip"`` (see :func:`texture_perturbation`).
+        channels, strides, num_res_units: passed to the default ``UNet``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        epsilon: float = DEFAULT_EPSILON,
+        generator: nn.Module | None = None,
+        bound: str = "tanh",
+        channels: Sequence[int] = (16, 32, 64, 128),
+        strides: Sequence[int] = (2, 2, 2),
+        num_res_units: int = 2,
+    ) -> None:
+        super().__init__()
+        self.epsilon = _check_epsilon(epsilon)
+        self.bound = _check_bound(bound)
+        if generator is None:
+            generator = UNet(
+                spatial_dims, in_channels, in_channels, channels=channels, strides=strides, num_res_units=num_res_units
+            )
+        self.generator = generator
+
+    def generator_output(self, image: torch.Tensor) -> torch.Tensor:
+        """Raw, unbounded ``F_t(x)`` for ``image`` ``[B, C, *spatial]`` on the [0, 1] scale."""
+        return self.generator(image)
+
+    def apply_bound(self, raw: torch.Tensor, texture_map: torch.Tensor, roi_interior: torch.Tensor) -> torch.Tensor:
+        """Eq. 5 on a (possibly precomputed / resized) raw field, with this perturbator's epsilon and bound."""
+        return texture_perturbation(raw, texture_map, roi_interior, self.epsilon, self.bound)
+
+    def forward(self, image: torch.Tensor, texture_map: torch.Tensor, roi_interior: torch.Tensor) -> torch.Tensor:
+        """``delta_t = G_t(x)`` (Eq. 5); ``texture_map`` / ``roi_interior`` ``[B, 1, *spatial]`` broadcast."""
+        return self.apply_bound(self.generator_output(image), texture_map, roi_interior)
+
+    def extra_repr(self) -> str:
+        return f"epsilon={self.epsilon:.6g}, bound={self.bound!r}"
+
+
+class UMedPerturbator(nn.Module):
+    """
+    Both UMed perturbators and Eq. 6 of Lin et al., IJCAI 2024:
+    ``x_p = Clip_[0, 1](x + G_c(x) + G_t(x))`` (Fig. 2a).
+
+    Args:
+        contour: G_c; built as ``ContourPerturbator(spatial_dims, in_channels, epsilon, bound=bound)`` when None.
+        texture: G_t; built as ``TexturePerturbator(spatial_dims, in_channels, epsilon, bound=bound)`` when None.
+        spatial_dims, in_channels, bound: only used to build the default sub-perturbators (given ones keep their
+            own bound, so mixed bounds are possible for ablations).
+        epsilon: the shared l-inf budget on the [0, 1] scale (8-bit: ``4/255`` = 4 grey levels; 16-bit: 1028
+            levels; float images: a fraction of the per-image min-max range). Both sub-perturbators must use it.
+
+    Raises:
+        ValueError: when a given sub-perturbator's epsilon differs from ``epsilon`` (or from the other's).
+    """
+
+    def __init__(
+        self,
+        contour: ContourPerturbator | None = None,
+        texture: TexturePerturbator | None = None,
+        spatial_dims: int = 2,
+        in_channels: int = 1,
+        epsilon: float = DEFAULT_EPSILON,
+        bound: str = "tanh",
+    ) -> None:
+        super().__init__()
+        epsilon = _check_epsilon(epsilon)
+        if contour is None:
+            contour = ContourPerturbator(spatial_dims, in_channels, epsilon=epsilon, bound=bound)
+        if texture is None:
+            texture = TexturePerturbator(spatial_dims, in_channels, epsilon=epsilon, bound=bound)
+        self.contour = contour
+        self.texture = texture
+        for name, sub in (("contour", contour), ("texture", texture)):
+            if sub.epsilon != epsilon:
+                raise ValueError(
+                    f"{name} perturbator has epsilon={sub.epsilon}, but UMedPerturbator epsilon={epsilon}: "
+                    "both perturbators must share one epsilon (pass the same value to all three)."
+                )
+
+    @property
+    def epsilon(self) -> float:
+        """The l-inf budget shared by G_c and G_t (checked to be equal)."""
+        return self._check_shared_epsilon()
+
+    def _check_shared_epsilon(self) -> float:
+        if self.contour.epsilon != self.texture.epsilon:
+            raise ValueError(
+                f"contour epsilon {self.contour.epsilon} != texture epsilon {self.texture.epsilon}: "
+                "both perturbators must share one epsilon."
+            )
+        return self.contour.epsilon
+
+    def generator_outputs(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw, unbounded fields ``(F_c(x), F_t(x))``."""
+        return self.contour.generator_output(image), self.texture.generator_output(image)
+
+    def perturb_fields(
+        self,
+        raw_c: torch.Tensor,
+        raw_t: torch.Tensor,
+        image: torch.Tensor,
+        contour_band: torch.Tensor,
+        texture_map: torch.Tensor,
+        roi_interior: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        Apply Eq. 4, 5 and 6 to precomputed raw fields (e.g. computed at the training size and resized to a
+        file's native grid, with native-resolution masks).
+
+        Returns:
+            ``(protected, delta_c, delta_t)``.
+        """
+        self._check_shared_epsilon()
+        delta_c = self.contour.apply_bound(raw_c, contour_band)
+        delta_t = self.texture.apply_bound(raw_t, texture_map, roi_interior)
+        return compose_protected(image, delta_c, delta_t), delta_c, delta_t
+
+    def forward(
+        self, image: torch.Tensor, contour_band: torch.Tensor, texture_map: torch.Tensor, roi_interior: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        Protect ``image`` ``[B, C, *spatial]`` (on the [0, 1] scale) given the priors ``y_c``, ``x_t``, ``y_t``
+        (``[B, 1, *spatial]``, broadcast over image channels).
+
+        Returns:
+            ``(protected, delta_c, delta_t)`` with ``protected = Clip_[0, 1](image + delta_c + delta_t)`` (Eq. 6).
+        """
+        raw_c, raw_t = self.generator_outputs(image)
+        return self.perturb_fields(raw_c, raw_t, image, contour_band, texture_map, roi_interior)

@@ -1,0 +1,154 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Tests for monai_umed.defenses.transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from monai.data import MetaTensor
+
+from monai_umed.defenses.transforms import (
+    GaussianBlurDefense,
+    GaussianBlurDefensed,
+    GrayscaleDefense,
+    GrayscaleDefensed,
+    JPEGDefense,
+    JPEGDefensed,
+    gaussian_kernel_1d,
+    get_defense_transform,
+)
+
+
+def _smooth_image(channels: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    """A natural-ish [0, 1] image: smooth gradients plus mild noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    chans = [0.5 + 0.3 * torch.sin(6 * xx + c) * torch.cos(4 * yy - c) for c in range(channels)]
+    return (torch.stack(chans) + 0.05 * torch.rand(channels, size, size, generator=g)).clamp(0, 1)
+
+
+# ----------------------------------------------------------------------------------------------- Gaussian blur
+def test_blur_kernel_values():
+    k = gaussian_kernel_1d(3, 0.8, dtype=torch.float64)
+    ref = np.exp(-0.5 * (np.array([-1.0, 0.0, 1.0]) / 0.8) ** 2)
+    np.testing.assert_allclose(k.numpy(), ref / ref.sum(), rtol=1e-12)
+    assert GaussianBlurDefense(sigma=None).sigma == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("channels,kernel_size,sigma", [(1, 3, 0.8), (3, 3, 0.8), (2, 5, 1.3)])
+def test_blur_matches_scipy_reference(channels, kernel_size, sigma):
+    img = torch.rand(channels, 13, 17, dtype=torch.float64)
+    out = GaussianBlurDefense(kernel_size=kernel_size, sigma=sigma)(img)
+    k1 = gaussian_kernel_1d(kernel_size, sigma, dtype=torch.float64).numpy()
+    k2 = np.outer(k1, k1)
+    # torch "reflect" (d c b | a b c d) is scipy's "mirror" mode
+    ref = np.stack([ndimage.convolve(img[c].numpy(), k2, mode="mirror") for c in range(channels)])
+    assert out.shape == img.shape and out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-12)
+
+
+def test_blur_constant_image_and_range():
+    const = torch.full((3, 10, 10), 0.37)
+    np.testing.assert_allclose(GaussianBlurDefense()(const).numpy(), 0.37, atol=1e-6)
+    out = GaussianBlurDefense()(torch.rand(1, 16, 16))
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_blur_numpy_metatensor_and_3d():
+    arr = np.random.default_rng(0).random((1, 8, 8)).astype(np.float32)
+    out = GaussianBlurDefense()(arr)  # numpy in -> tensor out, as MONAI transforms do
+    assert isinstance(out, torch.Tensor) and out.shape == arr.shape and out.dtype == torch.float32
+    mt = MetaTensor(torch.from_numpy(arr), meta={"filename_or_obj": "x.png"})
+    out_mt = GaussianBlurDefense()(mt)
+    assert isinstance(out_mt, MetaTensor) and out_mt.meta["filename_or_obj"] == "x.png"
+    np.testing.assert_allclose(out_mt.as_tensor().numpy(), torch.as_tensor(out).numpy(), atol=1e-6)
+    vol = torch.rand(1, 5, 6, 7)
+    assert GaussianBlurDefense()(vol).shape == vol.shape
+
+
+def test_blur_bad_args():
+    with pytest.raises(ValueError, match="odd"):
+        GaussianBlurDefense(kernel_size=4)
+    with pytest.raises(ValueError, match="sigma"):
+        GaussianBlurDefense(sigma=0)
+
+
+# ------------------------------------------------------------------------------------------------------- JPEG
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_quantised_and_changes_image(channels):
+    img = _smooth_image(channels)
+    out = JPEGDefense(quality=30)(img)
+    assert out.shape == img.shape and out.dtype == img.dtype
+    assert out.min() >= 0 and out.max() <= 1
+    np.testing.assert_allclose((out * 255).numpy(), np.round((out * 255).numpy()), atol=1e-4)  # 8-bit levels
+    assert not torch.allclose(out, img, atol=1 / 255)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_lower_quality_larger_error(channels):
+    img = _smooth_image(channels, size=48)
+    errors = [(JPEGDefense(quality=q)(img) - img).abs().mean().item() for q in (95, 60, 10)]
+    assert errors[0] < errors[1] < errors[2]
+
+
+def test_jpeg_numpy_metatensor_and_bad_inputs():
+    arr = _smooth_image(3).numpy()
+    out = JPEGDefense()(arr)
+    assert isinstance(out, torch.Tensor) and out.shape == arr.shape
+    mt = MetaTensor(torch.from_numpy(arr), meta={"filename_or_obj": "k.jpg"})
+    out_mt = JPEGDefense()(mt)
+    assert isinstance(out_mt, MetaTensor) and out_mt.meta["filename_or_obj"] == "k.jpg"
+    with pytest.raises(ValueError, match="C in"):
+        JPEGDefense()(torch.rand(2, 8, 8))
+    with pytest.raises(ValueError, match="quality"):
+        JPEGDefense(quality=0)
+
+
+# -------------------------------------------------------------------------------------------------- Grayscale
+def test_grayscale_equal_channels_and_luma():
+    img = torch.rand(3, 9, 11)
+    out = GrayscaleDefense()(img)
+    assert out.shape == img.shape
+    assert torch.equal(out[0], out[1]) and torch.equal(out[1], out[2])
+    np.testing.assert_allclose(out[0].numpy(), (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).numpy(), atol=1e-6)
+
+
+def test_grayscale_single_channel_identity_and_errors():
+    img = torch.rand(1, 8, 8)
+    assert torch.equal(GrayscaleDefense()(img), img)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        GrayscaleDefense()(torch.rand(2, 8, 8))
+
+
+# ----------------------------------------------------------------------------------------- dict + factory
+def test_dictionary_versions_touch_only_keys():
+    label = torch.randint(0, 2, (1, 16, 16)).float()
+    data = {"image": _smooth_image(3, 16), "label": label}
+    for t in (GaussianBlurDefensed("image"), JPEGDefensed("image", quality=40), GrayscaleDefensed("image")):
+        out = t(data)
+        assert out["label"] is label
+        assert out["image"].shape == data["image"].shape and not torch.equal(out["image"], data["image"])
+    assert GrayscaleDefensed(["image", "other"], allow_missing_keys=True)(data)["label"] is label
+
+
+def test_get_defense_transform():
+    assert get_defense_transform("none") is None
+    t = get_defense_transform("gaussian_blur", sigma=1.0)
+    assert isinstance(t, GaussianBlurDefensed) and t.transform.sigma == 1.0
+    t = get_defense_transform("jpeg", keys=("img",), quality=60)
+    assert isinstance(t, JPEGDefensed) and t.transform.quality == 60 and tuple(t.keys) == ("img",)
+    assert isinstance(get_defense_transform("grayscale"), GrayscaleDefensed)
+    with pytest.raises(ValueError, match="training-loop defense"):
+        get_defense_transform("adversarial_training")
+    with pytest.raises(ValueError, match="none, gaussian_blur, jpeg, grayscale"):
+        get_defense_transform("median")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_kept():
+    img = _smooth_image(3).cuda()
+    for t in (GaussianBlurDefense(), JPEGDefense(), GrayscaleDefense()):
+        assert t(img).device == img.device
