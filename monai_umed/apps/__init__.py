@@ -1,0 +1,16 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Job-level glue used by the bundle configs (``bundles/umed/configs``)."""
+
+from monai_umed.apps.protect import (
+    PROTECTOR_FORMAT,
+    MatchChannelsd,
+    build_perturbator,
+    check_output_dir,
+    infer_channels,
+    latest_checkpoint,
+    load_protector,
+    prior_transforms,
+    resolve_dataset,
+    save_protector,
+    umed_transforms,
+)

@@ -1,0 +1,271 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Check a whole datalist before training and report every problem at once.
+
+:func:`validate_datalist` raises one :class:`DatasetValidationError` whose message has one line per
+problem, each starting with the file concerned::
+
+    Dataset validation failed: 3 problem(s) in 10 case(s) (dataset: /data/kvasir):
+      - /data/kvasir/images/a.png: image has no mask (no masks/a.<ext> in /data/kvasir)
+      - /data/kvasir/masks/b.png: mask size 90x96 (HxW) does not match image /data/kvasir/images/b.png (96x96)
+      - /data/kvasir/images/c.png: file is empty (0 bytes)
+    Note: 1 mask(s) are empty (all zero) -- allowed, e.g. BUSI 'normal' cases.
+
+Empty (all-zero) masks are allowed and only counted (a warning). Images are checked cheaply: PNG headers
+plus chunk CRCs (``PIL.Image.verify``, no decompression); other formats and NIfTI are decoded. Masks are
+always decoded because their values are checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from PIL import Image
+
+from monai_umed.data.adapters import DatasetError, _require_dir, detect_layout, find_orphans
+from monai_umed.data.io import (
+    ALPHA_MODES,
+    MAX_MASK_LABELS,
+    ImageReadError,
+    PathLike,
+    _check_file,
+    _JUNK_ERRORS,
+    is_nifti,
+    mask_to_labels,
+    read_raw,
+)
+
+__all__ = ["DatasetValidationError", "ValidationReport", "image_header", "validate_datalist"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetValidationError(ValueError):
+    """Everything wrong with a dataset, found in one pass.
+
+    Attributes:
+        problems: one line per problem, each naming the file(s) concerned.
+        warnings: non-fatal notes (e.g. the count of empty masks).
+        num_cases: number of datalist entries checked.
+        root: dataset folder, if known.
+    """
+
+    def __init__(
+        self, problems: Sequence[str], warnings: Sequence[str] = (), num_cases: int = 0, root: str | None = None
+    ) -> None:
+        self.problems = list(problems)
+        self.warnings = list(warnings)
+        self.num_cases = num_cases
+        self.root = root
+        where = f" (dataset: {root})" if root else ""
+        lines = [f"Dataset validation failed: {len(self.problems)} problem(s) in {num_cases} case(s){where}:"]
+        lines += [f"  - {p}" for p in self.problems]
+        lines += [f"Note: {w}" for w in self.warnings]
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):
+        return (type(self), (self.problems, self.warnings, self.num_cases, self.root))
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_datalist` found in a dataset that passed.
+
+    Attributes:
+        num_cases: entries checked.
+        empty_masks: names of the cases whose (union) mask is all zero.
+        label_values: sorted label values seen over all masks (after :func:`~monai_umed.data.io.mask_to_labels`).
+        warnings: non-fatal notes (also logged).
+        seconds: wall time of the check.
+    """
+
+    num_cases: int
+    empty_masks: list[str] = field(default_factory=list)
+    label_values: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _pil_channels(mode: str, bands: int) -> int:
+    if mode in ("P", "PA"):
+        return 3
+    return bands - 1 if mode in ALPHA_MODES else bands
+
+
+def image_header(path: PathLike, decode: bool = False) -> tuple[int, int, int, str]:
+    """Cheap look at an image file: ``(H, W, channels, mode)``.
+
+    ``channels`` counts colour channels as :func:`~monai_umed.data.io.to_unit` will give them (alpha
+    excluded, palette -> 3). PNG files are header-parsed and CRC-verified without decompression unless
+    ``decode``; other raster formats and NIfTI are decoded (mode ``"NIFTI"`` for the latter).
+
+    Raises:
+        ImageReadError: missing, empty, unsupported, corrupt or truncated file.
+    """
+    p = os.fspath(path)
+    if is_nifti(p):
+        raw = read_raw(p)
+        return (*raw.spatial_shape, 1, "NIFTI")
+    _check_file(Path(p))
+    try:
+        with Image.open(p) as im:
+            w, h = im.size
+            mode, fmt, bands = im.mode, (im.format or "").upper(), len(im.getbands())
+            n_frames = getattr(im, "n_frames", 1)
+            if n_frames > 1:
+                raise ImageReadError(p, f"multi-frame image ({n_frames} frames); only 2D images are supported")
+            if decode or fmt != "PNG":
+                im.load()
+            else:
+                im.verify()
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(p, f"image too large: {exc}") from exc
+    except _JUNK_ERRORS as exc:
+        raise ImageReadError(p, f"cannot read image: {type(exc).__name__}: {exc}") from exc
+    return h, w, _pil_channels(mode, bands), mode
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    return [x for x in items if not (x in seen or seen.add(x))]
+
+
+def validate_datalist(
+    datalist: Sequence[Mapping],
+    dataset_dir: PathLike | None = None,
+    allowed_channels: Iterable[int] = (1, 3),
+    max_labels: int = MAX_MASK_LABELS,
+    decode_images: bool = False,
+) -> ValidationReport:
+    """Check every case of ``datalist`` and raise one error listing all problems.
+
+    Checks: layout problems recorded by the adapters (``Datalist.problems``: image without mask, mask
+    without image, duplicate stems, unsupported files, selected stems not found) and, when
+    ``dataset_dir`` is given, a fresh scan of that folder (:func:`~monai_umed.data.adapters.find_orphans`;
+    skipped if its layout is not a recognised one); entries without ``"image"`` or ``"label"``; duplicate
+    case names or image paths; missing, empty, unreadable or corrupt files; image channels not in
+    ``allowed_channels`` (alpha excluded, e.g. 2-channel or CMYK images); mask values that are not a
+    label map (:func:`~monai_umed.data.io.mask_to_labels`); mask size different from the image size, or
+    between a case's mask files. All-zero masks are allowed and counted in the report's warnings.
+
+    Args:
+        datalist: entries from :mod:`monai_umed.data.adapters` (or any list of ``{"image", "label"}`` dicts).
+        dataset_dir: dataset folder to scan for orphan files as well.
+        allowed_channels: accepted image channel counts.
+        max_labels: most distinct values a mask may hold.
+        decode_images: fully decode PNG images too (default: header + CRC check only).
+
+    Returns:
+        a :class:`ValidationReport` (the dataset passed).
+
+    Raises:
+        DatasetValidationError: at least one problem; ``.problems`` lists them, the message has one per line.
+    """
+    t0 = time.perf_counter()
+    allowed = tuple(int(c) for c in allowed_channels)
+    root = getattr(datalist, "root", None)
+    problems: list[str] = list(getattr(datalist, "problems", []) or [])
+    if dataset_dir is not None:
+        try:
+            scan_root = _require_dir(dataset_dir)
+            root = root or scan_root
+            try:
+                detect_layout(scan_root)
+            except DatasetError:
+                pass  # not a layout we can scan (e.g. a JSON-described dataset): nothing to add
+            else:
+                problems += find_orphans(scan_root)
+        except DatasetError as exc:
+            problems.append(str(exc))
+    if len(datalist) == 0:
+        problems.append(f"{root or 'datalist'}: datalist is empty (no cases)")
+
+    names: dict[str, str] = {}
+    image_paths: dict[str, str] = {}
+    empty: list[str] = []
+    label_values: set[int] = set()
+    for i, entry in enumerate(datalist):
+        if not isinstance(entry, Mapping) or not entry.get("image"):
+            problems.append(f"entry {i}: no 'image' path ({entry!r:.100})")
+            continue
+        image = os.fspath(entry["image"])
+        name = str(entry.get("name") or os.path.basename(image))
+        if name in names:
+            problems.append(f"{image}: duplicate case name '{name}' (also {names[name]})")
+        else:
+            names[name] = image
+        if image in image_paths:
+            problems.append(f"{image}: image listed twice (cases '{image_paths[image]}' and '{name}')")
+        image_paths.setdefault(image, name)
+
+        img_hw = None
+        try:
+            h, w, channels, mode = image_header(image, decode=decode_images)
+            img_hw = (h, w)
+            if channels not in allowed:
+                problems.append(
+                    f"{image}: unsupported channel count {channels} (mode {mode}); allowed: "
+                    + ", ".join(str(c) for c in allowed)
+                )
+        except ImageReadError as exc:
+            problems.append(str(exc))
+
+        label = entry.get("label")
+        labels = [label] if isinstance(label, (str, os.PathLike)) else list(label or [])
+        if not labels:
+            problems.append(f"{image}: image has no mask (entry '{name}' has no 'label')")
+            continue
+        union_empty = True
+        first_hw, first_path = None, None
+        for lp in labels:
+            lp = os.fspath(lp)
+            try:
+                lab = mask_to_labels(read_raw(lp), max_labels)
+            except ImageReadError as exc:
+                problems.append(str(exc))
+                union_empty = False  # unknown: do not also count it as empty
+                continue
+            hw = lab.shape
+            if img_hw is not None and hw != img_hw:
+                problems.append(
+                    f"{lp}: mask size {hw[0]}x{hw[1]} (HxW) does not match image {image} ({img_hw[0]}x{img_hw[1]})"
+                )
+            elif img_hw is None and first_hw is not None and hw != first_hw:
+                problems.append(
+                    f"{lp}: mask size {hw[0]}x{hw[1]} (HxW) differs from {first_path} ({first_hw[0]}x{first_hw[1]})"
+                )
+            if first_hw is None:
+                first_hw, first_path = hw, lp
+            if lab.any():
+                union_empty = False
+                label_values.update(np.flatnonzero(np.bincount(lab.ravel())).tolist())
+        if union_empty:
+            empty.append(name)
+
+    warnings = []
+    if empty:
+        shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+        warnings.append(
+            f"{len(empty)} of {len(datalist)} mask(s) are empty (all zero) -- allowed, "
+            f"e.g. BUSI 'normal' cases ({shown})"
+        )
+    problems = _dedupe(problems)
+    if problems:
+        raise DatasetValidationError(problems, warnings, num_cases=len(datalist), root=root)
+    for w in warnings:
+        logger.warning(w)
+    return ValidationReport(
+        num_cases=len(datalist),
+        empty_masks=empty,
+        label_values=sorted(label_values),
+        warnings=warnings,
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,11 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Ignite/MONAI workflows: the alternating UMed trainer (Algorithm 1)."""
+
+from monai_umed.engines.trainer import (
+    UMedKeys,
+    UMedPhase,
+    UMedTrainer,
+    umed_phase,
+    umed_prepare_batch,
+    umed_total_epochs,
+)

@@ -1,0 +1,30 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Transforms computing UMed's priors (Lin et al., IJCAI 2024): contour band / ROI interior and LBP texture map."""
+
+from .contour import CONTOUR_SIDES, ContourBand, ContourBandd, contour_band, roi_interior
+from .texture import (
+    LBP_METHODS,
+    RGB_LUMINANCE_WEIGHTS,
+    LBPTextureMap,
+    LBPTextureMapd,
+    lbp_max_code,
+    lbp_neighbour_offsets,
+    local_binary_pattern,
+    to_luminance,
+)
+
+__all__ = [
+    "CONTOUR_SIDES",
+    "ContourBand",
+    "ContourBandd",
+    "contour_band",
+    "roi_interior",
+    "LBP_METHODS",
+    "RGB_LUMINANCE_WEIGHTS",
+    "LBPTextureMap",
+    "LBPTextureMapd",
+    "lbp_max_code",
+    "lbp_neighbour_offsets",
+    "local_binary_pattern",
+    "to_luminance",
+]
