@@ -20,7 +20,12 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# One intra-op thread: tests use tiny tensors, and on a shared 2-core machine several threads per process
+# oversubscribe the cores and make small convolutions orders of magnitude slower.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
     torch.manual_seed(0)
     yield

@@ -14,3 +14,12 @@ from monai_umed.apps.protect import (
     save_protector,
     umed_transforms,
 )
+from monai_umed.apps.split import SPLIT_KEYS, make_split, write_split
+from monai_umed.apps.exploit import (
+    EXPLOIT_DEFENSES,
+    AdversarialPrepareBatch,
+    evaluate_exploiter,
+    exploit_transforms,
+    resolve_exploit_data,
+    train_exploiter,
+)

@@ -63,8 +63,7 @@ def native_band_width(width: int, train_shape: Sequence[int], native_shape: Sequ
 
 def _write_raster(array: np.ndarray, raw: RawImage, dst: Path) -> None:
     fmt = {"PNG": "PNG", "TIFF": "TIFF", "BMP": "BMP"}.get(raw.format, "PNG")
-    mode = raw.mode if raw.mode not in (None, "P", "PA") else None
-    img = Image.fromarray(array, mode=mode) if mode in ("I;16",) else Image.fromarray(array)
+    img = Image.fromarray(array)  # from_unit gives the file's dtype and layout, so PIL infers its mode back
     tmp = _partial(dst)
     img.save(tmp, format=fmt)
     os.replace(tmp, dst)
@@ -267,9 +266,15 @@ class ProtectedDatasetWriter:
             file_c = unit.shape[0]
             if delta.shape[0] != file_c:
                 delta = delta[:1].expand(file_c, *delta.shape[1:]) if delta.shape[0] == 1 else delta[:file_c]
-            protected_unit = np.clip(unit + delta.numpy().astype(np.float32), 0.0, 1.0)
-            out_array = from_unit(protected_unit, raw)
             lo, hi = intensity_range(raw.array)
+            if raw.array.dtype.kind == "f":
+                # float data: add delta in the file's units, so untouched pixels keep their exact values
+                d = delta.numpy().astype(np.float64) * (hi - lo)
+                d = d[0] if raw.array.ndim == 2 else np.moveaxis(d, 0, -1)
+                out_array = np.clip(raw.array.astype(np.float64) + d, lo, hi).astype(raw.array.dtype)
+            else:
+                protected_unit = np.clip(unit + delta.numpy().astype(np.float32), 0.0, 1.0)
+                out_array = from_unit(protected_unit, raw)
             # checks on the values actually written, in the file's own units
             diff = np.abs(out_array.astype(np.float64) - raw.array.astype(np.float64))
             bound_units = eps * (hi - lo)

@@ -1,0 +1,178 @@
+"""ProtectedDatasetWriter: bound on written values, locality, lossless formats, manifest, resume, no writes into input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from monai_umed.apps import build_perturbator
+from monai_umed.data import LoadMaskd, load_datalist, make_synthetic_dataset
+from monai_umed.handlers import ProtectedDatasetWriter, native_band_width
+from monai_umed.transforms import ContourBand
+
+EPS = 4 / 255
+
+
+def _hash_tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _strong_perturbator(channels: int) -> torch.nn.Module:
+    """Untrained generators with their last layers scaled up so that deltas saturate at the bound."""
+    torch.manual_seed(0)
+    p = build_perturbator(
+        in_channels=channels, contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,)
+    )
+    with torch.no_grad():
+        for param in p.parameters():
+            param.mul_(3.0)
+    return p.eval()
+
+
+def _blob(h: int, w: int, cy: int, cx: int, r: int) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return ((yy - cy) ** 2 + (xx - cx) ** 2 <= r * r).astype(np.uint8)
+
+
+@pytest.fixture
+def mixed_dataset(tmp_path: Path) -> Path:
+    """images/ + masks/ with 8-bit grey PNG, RGB PNG (grey content), 16-bit PNG, JPEG, BMP, and masks."""
+    root = tmp_path / "input"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    h, w = 40, 48
+    mask = _blob(h, w, 20, 22, 9)
+    base = (rng.random((h, w)) * 120 + 60 + 60 * mask).astype(np.uint8)
+    Image.fromarray(base).save(root / "images" / "grey8.png")
+    Image.fromarray(np.stack([base] * 3, -1)).save(root / "images" / "greyrgb.png")
+    Image.fromarray(base.astype(np.uint16) * 257).save(root / "images" / "deep16.png")
+    Image.fromarray(base).save(root / "images" / "photo.jpg", quality=95)
+    Image.fromarray(base).save(root / "images" / "bitmap.bmp")
+    for stem in ("grey8", "greyrgb", "deep16", "photo", "bitmap"):
+        Image.fromarray(mask * 255).save(root / "masks" / f"{stem}.png")
+    return root
+
+
+def _run_writer(root: Path, out: Path, channels: int = 1, **kwargs) -> dict:
+    datalist = load_datalist(dataset_dir=str(root))
+    writer = ProtectedDatasetWriter(
+        _strong_perturbator(channels), datalist, root, out / "protected", image_size=16, channels=channels,
+        band_width=1, manifest_dir=out, **kwargs,
+    )
+    return writer()
+
+
+def test_written_files_keep_guarantees(mixed_dataset: Path, tmp_path: Path):
+    before = _hash_tree(mixed_dataset)
+    out = tmp_path / "out"
+    summary = _run_writer(mixed_dataset, out)
+    assert _hash_tree(mixed_dataset) == before, "the input dataset must be untouched"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert summary["num_images"] == 5 and len(manifest["images"]) == 5
+    for entry in manifest["images"]:
+        src, dst = Path(entry["source"]), Path(entry["output"])
+        assert dst.is_file() and dst.parent == out / "protected" / "images"
+        assert entry["sha256_output"] == hashlib.sha256(dst.read_bytes()).hexdigest()
+        assert entry["sha256_source"] == hashlib.sha256(src.read_bytes()).hexdigest()
+        orig = np.asarray(Image.open(src)).astype(np.int64)
+        prot = np.asarray(Image.open(dst)).astype(np.int64)
+        assert orig.shape == prot.shape, "native resolution and channel count are kept"
+        hi = 65535 if orig.max() > 255 else 255
+        bound = int(np.floor(EPS * hi + 1e-6))
+        diff = np.abs(prot - orig)
+        assert diff.max() <= bound, f"{dst}: l-inf {diff.max()} > {bound}"
+        assert diff.max() > 0, "a saturated generator must change some pixels"
+        # no change outside the contour band (width scaled to the native grid) and the ROI
+        label = LoadMaskd("label")({"label": str(mixed_dataset / "masks" / f"{src.stem}.png")})["label"]
+        width = native_band_width(1, (16, 16), label.shape[1:])
+        masks = ContourBand(width=width)(torch.as_tensor(label))
+        allowed = ((masks[0] + masks[1]) > 0).numpy()
+        changed = diff.reshape(*diff.shape[:2], -1).max(-1) > 0
+        assert not (changed & ~allowed).any()
+        assert 0 < entry["changed_fraction"] < 1 and entry["linf"] <= EPS + 1e-7 and entry["ssim"] > 0.9
+        # masks copied unchanged
+        for m in entry["masks"]:
+            assert hashlib.sha256(Path(m["output"]).read_bytes()).hexdigest() == hashlib.sha256(
+                Path(m["source"]).read_bytes()
+            ).hexdigest()
+    modes = {Path(e["source"]).name: (Image.open(e["output"]).mode, Path(e["output"]).suffix) for e in manifest["images"]}
+    assert modes["grey8.png"] == ("L", ".png")
+    assert modes["greyrgb.png"] == ("RGB", ".png")
+    assert modes["deep16.png"][0].startswith("I;16") and modes["deep16.png"][1] == ".png"
+    assert modes["photo.jpg"] == ("L", ".png"), "JPEG input is written as PNG"
+    assert modes["bitmap.bmp"] == ("L", ".bmp")
+    # grey stored as RGB stays grey: the same delta in all three channels
+    rgb = np.asarray(Image.open(out / "protected" / "images" / "greyrgb.png"))
+    assert np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
+    assert not list(out.rglob("*.partial")), "no temporary files are left behind"
+    assert (out / "manifest.csv").read_text().count("\n") == 6
+
+
+def test_nifti_keeps_header_and_affine(tmp_path: Path):
+    root = tmp_path / "nii"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(1)
+    mask = _blob(32, 32, 16, 15, 7)
+    img = (rng.random((32, 32)) * 400 - 100 + 300.0 * mask).astype(np.float32)
+    affine = np.diag([0.7, 0.8, 2.0, 1.0])
+    affine[:3, 3] = [5.0, -3.0, 1.5]
+    nib.save(nib.Nifti1Image(img, affine), str(root / "images" / "case.nii.gz"))
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), str(root / "masks" / "case.nii.gz"))
+    out = tmp_path / "out"
+    _run_writer(root, out)
+    src = nib.load(str(root / "images" / "case.nii.gz"))
+    dst = nib.load(str(out / "protected" / "images" / "case.nii.gz"))
+    assert np.allclose(dst.affine, src.affine)
+    assert dst.header.get_data_dtype() == src.header.get_data_dtype()
+    diff = np.abs(np.asarray(dst.dataobj, np.float64) - np.asarray(src.dataobj, np.float64))
+    span = float(img.max() - img.min())
+    assert 0 < diff.max() <= EPS * span * (1 + 1e-5)
+
+
+def test_refuses_output_inside_input(mixed_dataset: Path):
+    datalist = load_datalist(dataset_dir=str(mixed_dataset))
+    with pytest.raises(ValueError, match="never writes into the input"):
+        ProtectedDatasetWriter(_strong_perturbator(1), datalist, mixed_dataset, mixed_dataset / "out", 16, 1)
+    with pytest.raises(ValueError, match="never writes into the input"):
+        ProtectedDatasetWriter(_strong_perturbator(1), datalist, mixed_dataset, mixed_dataset, 16, 1)
+
+
+def test_resume_after_interruption(tmp_path: Path, monkeypatch):
+    root = make_synthetic_dataset(tmp_path / "syn", num_images=6, size=(32, 32), seed=3)
+    out = tmp_path / "out"
+    import monai_umed.handlers.writer as writer_mod
+
+    real_write = writer_mod._write_raster
+    calls = {"n": 0}
+
+    def flaky(array, raw, dst):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            # simulate a crash half-way through writing the 4th file
+            (dst.parent / f".{dst.name}.partial").write_bytes(b"half")
+            raise KeyboardInterrupt("interrupted")
+        real_write(array, raw, dst)
+
+    monkeypatch.setattr(writer_mod, "_write_raster", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        _run_writer(root, out)
+    written = sorted((out / "protected" / "images").glob("*.png"))
+    assert len(written) == 3, "only completed files carry their final name"
+    monkeypatch.setattr(writer_mod, "_write_raster", real_write)
+    summary = _run_writer(root, out)
+    assert summary["skipped_existing"] == 3 and summary["num_images"] == 6
+    assert len(list((out / "protected" / "images").glob("*.png"))) == 6
+    # a fresh run in another folder writes byte-identical files (deterministic generators on the CPU)
+    _run_writer(root, tmp_path / "again")
+    assert _hash_tree(out / "protected") == _hash_tree(tmp_path / "again" / "protected")
