@@ -3,6 +3,7 @@
 
 from monai_umed.apps.protect import (
     PROTECTOR_FORMAT,
+    as_bool,
     MatchChannelsd,
     build_perturbator,
     check_output_dir,

@@ -33,6 +33,7 @@ __all__ = [
     "load_protector",
     "PROTECTOR_FORMAT",
     "latest_checkpoint",
+    "as_bool",
 ]
 
 logger = logging.getLogger("monai_umed")
@@ -255,3 +256,24 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str:
         raise FileNotFoundError(f"--resume was given but no checkpoint (*.pt) exists in {folder}.")
     logger.info("resuming from checkpoint %s", files[-1])
     return str(files[-1])
+
+
+def as_bool(value: Any, name: str = "value") -> bool | None:
+    """A command-line flag as a bool: ``True``/``False``, ``"true"``/``"false"``, ``"yes"``/``"no"``, ``1``/``0``.
+
+    ``python -m monai.bundle run ... --resume false`` passes the *string* ``"false"`` (only ``False`` is parsed
+    as a bool), which Python would treat as true; configs pass their flags through this function. ``None`` stays
+    ``None`` (meaning "automatic" where a config allows it).
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "y", "1", "on"):
+        return True
+    if text in ("false", "no", "n", "0", "off"):
+        return False
+    if text in ("none", "null", "auto"):
+        return None
+    raise ValueError(f"{name}: cannot read {value!r} as true/false.")

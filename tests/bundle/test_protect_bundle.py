@@ -1,0 +1,130 @@
+"""The protect and apply bundle jobs, run as a user runs them (``python -m monai.bundle run ...``) on tiny data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from monai_umed.data import LoadMaskd, make_synthetic_dataset
+from monai_umed.handlers import native_band_width
+from monai_umed.transforms import ContourBand
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundles" / "umed" / "configs"
+TINY = [
+    "--image_size", "32", "--surrogate_epochs", "1", "--generator_epochs", "1", "--batch_size", "4",
+    "--band_width", "1", "--measure_survival", "false",
+]
+
+
+def _bundle(run_id: str, config: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(CONFIGS / config), *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_metadata_verifies_offline():
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
+         "--filepath", str(REPO / "bundles" / "umed" / "docs" / "metadata_schema.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "verified with no error" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def protected_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bundle")
+    data = make_synthetic_dataset(tmp / "input", num_images=6, size=(40, 40), seed=2)
+    before = _hashes(data)
+    out = tmp / "out"
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY)
+    return data, before, out, proc
+
+
+def test_protect_writes_a_guaranteed_dataset(protected_run):
+    data, before, out, proc = protected_run
+    assert _hashes(data) == before, "input dataset untouched"
+    log = proc.stdout + proc.stderr
+    assert "protected dataset:" in log and "PSNR" in log and "SSIM" in log and "l-inf" in log
+    assert "phase: generators" in log and "phase: surrogate" in log, "progress shows the phase"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["num_images"] == 6 and len(manifest["images"]) == 6
+    assert (out / "protector.pt").is_file() and (out / "manifest.csv").is_file()
+    for entry in manifest["images"]:
+        for key in ("source", "output", "sha256_source", "sha256_output", "psnr", "ssim", "linf", "changed_fraction"):
+            assert key in entry
+        src, dst = Path(entry["source"]), Path(entry["output"])
+        assert hashlib.sha256(dst.read_bytes()).hexdigest() == entry["sha256_output"]
+        a = np.asarray(Image.open(src)).astype(int)
+        b = np.asarray(Image.open(dst)).astype(int)
+        assert a.shape == b.shape and np.abs(a - b).max() <= 4
+        label = LoadMaskd("label")({"label": str(data / "masks" / src.name)})["label"]
+        masks = ContourBand(width=native_band_width(1, (32, 32), label.shape[1:]))(torch.as_tensor(label))
+        allowed = ((masks[0] + masks[1]) > 0).numpy()
+        assert not ((a != b) & ~allowed).any(), "no change outside band and ROI"
+        for m in entry["masks"]:
+            assert Path(m["output"]).read_bytes() == Path(m["source"]).read_bytes(), "masks identical"
+    assert _hashes(out / "protected" / "masks") == _hashes(data / "masks")
+
+
+def test_protect_refuses_output_inside_input(protected_run):
+    data, before, _, _ = protected_run
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(data / "sub"), *TINY, check=False)
+    assert proc.returncode != 0
+    assert "never writes into the input dataset" in proc.stdout + proc.stderr
+    assert _hashes(data) == before
+
+
+def test_rerun_resumes_and_skips(protected_run, tmp_path):
+    """Interrupted writing: delete two outputs; a re-run with --resume writes only those (the rest match the manifest)."""
+    data, _, out, _ = protected_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    victims = [Path(e["output"]) for e in manifest["images"][:2]]
+    expected = {v: v.read_bytes() for v in victims}
+    for v in victims:
+        v.unlink()
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY, "--resume", "true")
+    log = proc.stdout + proc.stderr
+    assert "resuming from checkpoint" in log
+    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    assert summary["skipped_existing"] == 4 and summary["num_images"] == 6
+    for v, content in expected.items():
+        assert v.read_bytes() == content, "resumed output equals the original run's"
+
+
+def test_apply_reuses_protector_without_training(protected_run, tmp_path):
+    data, _, out, _ = protected_run
+    out2 = tmp_path / "applied"
+    proc = _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data), "--output_dir", str(out2))
+    log = proc.stdout + proc.stderr
+    assert "Epoch[" not in log, "no training"
+    assert _hashes(out2 / "protected" / "images") == _hashes(out / "protected" / "images")
+
+
+def test_bad_dataset_reports_every_problem(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "input", num_images=3, size=(32, 32), seed=0)
+    (data / "masks" / "stray.png").write_bytes((data / "masks" / sorted(os.listdir(data / "masks"))[0]).read_bytes())
+    (data / "images" / "empty.png").write_bytes(b"")
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "o"), *TINY, check=False)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "stray.png" in text and "empty.png" in text
+    assert not (tmp_path / "o" / "checkpoints").exists(), "nothing trained on a broken dataset"

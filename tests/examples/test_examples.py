@@ -1,0 +1,99 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""The example scripts: ``examples/visualize_umed.py`` and ``examples/protection_report.py`` (end to end)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from monai_umed.data import make_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+
+
+def _load_example(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_visualize_umed(tmp_path, channels):
+    ds = make_synthetic_dataset(tmp_path / "ds", num_images=1, size=(32, 32), channels=channels)
+    out = tmp_path / "pic" / "umed.png"
+    vis = _load_example("visualize_umed")
+    rc = vis.main(
+        ["--image", str(ds / "images" / "synthetic_000.png"), "--mask", str(ds / "masks" / "synthetic_000.png"),
+         "--output", str(out), "--image_size", "32", "--panel_size", "48"]
+    )
+    assert rc == 0 and out.is_file()
+    with Image.open(out) as img:
+        assert img.width == 6 * 48 and img.height > 48 and img.mode == "RGB"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def _report(ds: Path, out: Path, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+    cmd = [
+        sys.executable, str(EXAMPLES / "protection_report.py"), "--dataset_dir", str(ds), "--output_dir", str(out),
+        "--image_size", "32", "--max_epochs", "1", "--exploiters", "unet", "--defenses", "none,jpeg",
+        "--protect_args", "--surrogate_epochs 1 --generator_epochs 1 --batch_size 4 --synthetic_images 4", *extra,
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # 2 shared cores: 1 thread is faster
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, time.perf_counter() - t0
+
+
+@pytest.mark.slow
+def test_protection_report_end_to_end(tmp_path):
+    ds = make_synthetic_dataset(tmp_path / "ds", num_images=10, size=(32, 32))
+    out = tmp_path / "report"
+    proc, _ = _report(ds, out, "--quiet")
+    assert "[3/5] train_exploiter unet clean defense=none" in proc.stdout
+    assert "[5/5] train_exploiter unet protected defense=jpeg" in proc.stdout
+
+    expected = ("report.md", "report.csv", "figure.png", "split.json", "protect/manifest.json", "protect/protector.pt")
+    for name in expected:
+        assert (out / name).is_file(), name
+    with open(out / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["data"], r["exploiter"], r["defense"]) for r in rows] == [
+        ("clean", "unet", "none"), ("protected", "unet", "none"), ("protected", "unet", "jpeg")
+    ]
+    for r in rows:
+        assert 0.0 <= float(r["dsc"]) <= 1.0 and 0.0 <= float(r["jaccard"]) <= 1.0
+        assert int(r["n_test"]) == 2 and float(r["seconds"]) > 0
+    for name in ("clean_unet_none", "protected_unet_none", "protected_unet_jpeg"):
+        metrics = json.loads((out / "runs" / name / "metrics.json").read_text())
+        assert metrics["max_epochs"] == 1 and metrics["image_size"] == 32
+    assert json.loads((out / "runs" / "protected_unet_jpeg" / "metrics.json").read_text())["defense"] == "jpeg"
+
+    report = (out / "report.md").read_text()
+    assert "| unet | none |" in report and "| unet | jpeg |" in report
+    assert "PSNR" in report and "SSIM" in report and "changed fraction" in report
+    assert "python -m monai.bundle run protect" in report and "--surrogate_epochs 1" in report
+    with Image.open(out / "figure.png") as fig:
+        assert fig.width > 4 * 32 and fig.height > 4 * 32  # 4 columns, up to 4 cases
+    manifest = json.loads((out / "protect" / "manifest.json").read_text())
+    assert manifest["summary"]["num_images"] == 8  # only the split's training entries are protected
+
+    kept = [out / "report.csv", out / "figure.png", *sorted(out.glob("runs/*/metrics.json"))]
+    before = {p: p.read_bytes() for p in kept}
+    mtimes = {p: p.stat().st_mtime_ns for p in [out / "protect" / "protector.pt", *out.glob("runs/*/model.pt")]}
+    proc, seconds = _report(ds, out, "--reuse")
+    assert proc.stdout.count("... reused") == 5 and "running" not in proc.stdout
+    assert seconds < 30
+    assert {p: p.read_bytes() for p in before} == before
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
