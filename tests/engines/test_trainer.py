@@ -128,9 +128,11 @@ def test_checkpoint_resume_matches_uninterrupted_run(tiny_data, tmp_path: Path):
     CheckpointLoader(str(ckpt), resumed.checkpoint_dict()).attach(resumed)
     epochs = []
     resumed.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
-    # the data order must continue as in the uninterrupted run: replay the sampler for the finished epochs
+    # the data order must continue as in the uninterrupted run: replay the loader's random draws for the
+    # finished epochs (each epoch draws a base seed and a shuffle from the loader's generator)
     for _ in range(2):
-        list(iter(resumed.data_loader.sampler))
+        for _ in resumed.data_loader:
+            pass
     resumed.run()
     assert epochs == [3, 4], "resumes after the checkpointed epoch"
     assert torch.allclose(_flat(p_res), _flat(p_full), atol=1e-6)
@@ -144,9 +146,9 @@ def test_monai_handlers_attach(tiny_data, caplog):
         tiny_data,
         surrogate_epochs=1,
         generator_epochs=1,
-        handlers=[StatsHandler(name="umed_test", iteration_log=False, state_attributes=["phase"])],
+        handlers=[StatsHandler(name=None, iteration_log=False, state_attributes=["phase"])],
     )
-    with caplog.at_level(logging.INFO, logger="umed_test"):
+    with caplog.at_level(logging.INFO):
         trainer.run()
     text = caplog.text
     assert "phase: generators" in text and "phase: surrogate" in text
