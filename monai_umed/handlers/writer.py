@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from monai_umed.apps.protect import check_output_dir, prior_transforms
+from monai_umed.apps.protect import MatchChannelsd, check_output_dir, prior_transforms
 from monai_umed.data import LoadMaskd, RawImage, from_unit, intensity_range, read_raw, to_unit
 from monai_umed.handlers.metrics import invisibility_metrics
 from monai_umed.networks import UMedPerturbator, compose_protected, contour_perturbation, texture_perturbation
@@ -161,6 +161,7 @@ class ProtectedDatasetWriter:
         self.device = torch.device(device)
         self.settings = settings or {}
         self.load_mask = LoadMaskd("label")
+        self.match_channels = MatchChannelsd("image", channels)
 
     # ------------------------------------------------------------------ helpers
     def attach(self, engine) -> None:
@@ -178,11 +179,7 @@ class ProtectedDatasetWriter:
     @torch.no_grad()
     def _perturb(self, unit: np.ndarray, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (model-channel image on the native grid, band | roi mask, delta) for one image."""
-        x = torch.as_tensor(unit, dtype=torch.float32)
-        if self.channels == 1 and x.shape[0] == 3:
-            x = x[:1]
-        elif self.channels == 3 and x.shape[0] == 1:
-            x = x.repeat(3, 1, 1)
+        x = self.match_channels({"image": torch.as_tensor(unit, dtype=torch.float32)})["image"]
         native = tuple(x.shape[1:])
         small = F.interpolate(x[None], size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
         small = small.clamp(0, 1).to(self.device)
