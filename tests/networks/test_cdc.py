@@ -125,3 +125,26 @@ def test_cdc_convolution_block():
     assert isinstance(block.conv, CentralDifferenceConv)
     assert block(torch.randn(2, 2, 8, 8, 8)).shape == (2, 4, 4, 4, 4)
     assert len(CDCConvolution(2, 2, 4, conv_only=True)) == 1
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"stride": 2, "padding": 0}, {"dilation": 2, "groups": 2, "theta": 0.7}])
+def test_gradients_match_two_branch_form(kwargs):
+    """The single fused convolution back-propagates into w_v and w_c exactly as the two-branch form of Eq. 3."""
+    layer = CentralDifferenceConv(2, 4, 6, **kwargs)
+    x = torch.randn(2, 4, 9, 8, requires_grad=True)
+    grad_out = torch.randn_like(layer(x))
+    grads = torch.autograd.grad((layer(x) * grad_out).sum(), (x, layer.weight_vanilla, layer.weight_diff))
+
+    def two_branch(x, w_v, w_c):
+        conv = lambda w, b=None: F.conv2d(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
+        # f(p) under the centre tap: a kernel that is one at the centre, zero elsewhere, per (out, in) pair
+        centre = torch.zeros_like(w_c)
+        centre[..., w_c.shape[-2] // 2, w_c.shape[-1] // 2] = w_c.sum(dim=(-2, -1))
+        return conv(w_v, layer.bias) + layer.theta * (conv(w_c) - conv(centre))
+
+    ref = torch.autograd.grad(
+        (two_branch(x, layer.weight_vanilla, layer.weight_diff) * grad_out).sum(),
+        (x, layer.weight_vanilla, layer.weight_diff),
+    )
+    for g, r in zip(grads, ref):
+        torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)

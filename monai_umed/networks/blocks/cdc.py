@@ -95,8 +95,6 @@ class CentralDifferenceConv(nn.Module):
             raise ValueError(f"padding must be non-negative, got {self.padding}.")
         self.groups = groups
         self.theta = float(theta)
-        # index of the window centre relative to the window start, per dimension
-        self._centre = tuple(d * (k - 1) // 2 for k, d in zip(self.kernel_size, self.dilation))
 
         shape = (out_channels, in_channels // groups, *self.kernel_size)
         self.weight_vanilla = nn.Parameter(torch.empty(shape))
@@ -114,41 +112,29 @@ class CentralDifferenceConv(nn.Module):
             bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
             nn.init.uniform_(self.bias, -bound, bound)
 
-    def _is_same_padding(self) -> bool:
-        return self.padding == self._centre
+    def kernel(self) -> torch.Tensor:
+        """The single kernel equivalent to Eq. 3, differentiable in both ``w_v`` and ``w_c``.
 
-    def _centre_samples(self, x: torch.Tensor, out_shape: Sequence[int]) -> torch.Tensor:
-        """``f_in(p)`` at the centre of every output window (zero where the centre lies in the padding)."""
-        if any(self.padding):
-            pad: list[int] = []
-            for p in reversed(self.padding):
-                pad += [p, p]
-            x = F.pad(x, pad)
-        index = [slice(None), slice(None)]
-        for c, s, n in zip(self._centre, self.stride, out_shape):
-            index.append(slice(c, c + s * (n - 1) + 1, s))
-        return x[tuple(index)]
+        ``w_v + theta * w_c`` with the centre tap reduced by ``theta * sum_n w_c(n)``: the centre tap multiplies
+        ``f_in(p)`` (the window centre, zero where it lies in the padding), so one convolution with this kernel
+        equals the two-branch sum of Eq. 3 for every padding, stride, dilation and group setting.
+        """
+        if self.theta == 0.0:
+            return self.weight_vanilla
+        weight = self.weight_vanilla + self.theta * self.weight_diff
+        w_sum = self.weight_diff.sum(dim=tuple(range(2, 2 + self.spatial_dims)))
+        centre = torch.zeros(self.kernel_size, dtype=weight.dtype, device=weight.device)
+        centre[tuple(k // 2 for k in self.kernel_size)] = 1.0
+        return weight - self.theta * w_sum.reshape(*w_sum.shape, *([1] * self.spatial_dims)) * centre
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply Eq. 3 to ``x`` of shape ``[B, in_channels, *spatial]``."""
-        out = self._conv(x, self.weight_vanilla, self.bias, self.stride, self.padding, self.dilation, self.groups)
-        if self.theta == 0.0:
-            return out
-        diff = self._conv(x, self.weight_diff, None, self.stride, self.padding, self.dilation, self.groups)
-        w_sum = self.weight_diff.sum(dim=tuple(range(2, 2 + self.spatial_dims)), keepdim=True)
-        if self._is_same_padding():
-            centre = self._conv(x, w_sum, None, self.stride, 0, 1, self.groups)
-        else:
-            centre = self._conv(self._centre_samples(x, out.shape[2:]), w_sum, None, 1, 0, 1, self.groups)
-        return out + self.theta * (diff - centre)
+        """Apply Eq. 3 to ``x`` of shape ``[B, in_channels, *spatial]`` as one convolution with :meth:`kernel`."""
+        return self._conv(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     @torch.no_grad()
     def fused_weight(self) -> torch.Tensor:
-        """The single kernel equivalent to Eq. 3: ``w_v + theta * w_c`` with centre tap minus ``theta * sum(w_c)``."""
-        weight = self.weight_vanilla + self.theta * self.weight_diff
-        centre = (slice(None), slice(None), *(k // 2 for k in self.kernel_size))
-        weight[centre] -= self.theta * self.weight_diff.sum(dim=tuple(range(2, 2 + self.spatial_dims)))
-        return weight
+        """A detached copy of :meth:`kernel` (the fused kernel of Eq. 3), for export."""
+        return self.kernel().detach().clone()
 
     @torch.no_grad()
     def fuse(self) -> nn.Module:
