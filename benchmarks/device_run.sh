@@ -1,33 +1,66 @@
 #!/usr/bin/env bash
-# GPU check and 224x224 numbers, run on the lent CUDA machine by the `device` tool (see benchmarks/README.md):
+# GPU measurements, run on the lent CUDA machine by the `device` tool (see benchmarks/README.md):
 #   carry: .whl (monai, pytorch-ignite, nibabel, fire, termcolor wheels) and .gpu_data (busi_224 + split.json).
-# Every step has its own time limit and writes its log under $OUT, so partial results come back.
+# Four tracks run side by side on the one GPU; every step has a time limit and writes its log under $OUT, so
+# partial results come back:
+#   A  U-Net exploiter on the clean training set, 224x224, the paper's schedule (150 epochs, Adam 1e-4, batch 32)
+#   B  protect at 224x224 (AMP), then the same U-Net exploiter on the protected training set
+#   C  protect at 96x96 with the CPU recipe (fp32), then U-Net exploiters (30 epochs, batch 16, Adam 1e-3) under
+#      the defenses none, gaussian_blur, jpeg (quality 30) and adversarial_training
+#   D  two other protect schedules at 96x96, each followed by the same U-Net exploiter (defense none)
+# Sizes are environment variables so that a dry run on the CPU can shrink them.
 set -u
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-D=.gpu_data/busi_224; S=.gpu_data/split.json
-PROTECT_ARGS=${PROTECT_ARGS:-"--lr_generator 0.001 --lr_surrogate 0.001"}
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, 'cuda', torch.cuda.is_available())" | tee -a "$OUT/gpu.txt"
-run() { local name=$1 limit=$2; shift 2; local t0=$(date +%s)
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
-  echo "$name rc=$rc seconds=$(( $(date +%s) - t0 ))" | tee -a "$OUT/steps.txt"; }
-# 1. one Algorithm-1 cycle at 96x96 (the CPU benchmark's size): epoch times on the GPU with AMP
-run protect96 60 python3 -m monai.bundle run protect --config_file bundles/umed/configs/protect.json \
-  --dataset_dir $D --datalist $S --output_dir /tmp/g96 --image_size 96 --surrogate_epochs 1 --num_workers 4 $PROTECT_ARGS
-# 2. protect at 224x224 with AMP, the paper's schedule shortened to fit
-run protect224 ${P224_LIMIT:-200} python3 -m monai.bundle run protect --config_file bundles/umed/configs/protect.json \
-  --dataset_dir $D --datalist $S --output_dir /tmp/g224 --image_size 224 --surrogate_epochs ${P224_EPOCHS:-10} --num_workers 4 $PROTECT_ARGS
-cp /tmp/g224/manifest.csv "$OUT/manifest224.csv" 2>/dev/null
-python3 -c "import json; s=json.load(open('/tmp/g224/manifest.json'))['summary']; print(json.dumps(s, indent=1))" > "$OUT/summary224.json" 2>&1
-# 3. U-Net exploiter at 224x224 with the paper's schedule (150 epochs, Adam 1e-4, batch 32): clean and protected
-for data in clean protected; do
-  extra=""; [ $data = protected ] && extra="--train_dir /tmp/g224/protected"
-  run exploit224_$data ${E224_LIMIT:-140} python3 -m monai.bundle run train_exploiter --config_file bundles/umed/configs/train_exploiter.json \
-    --dataset_dir $D --datalist $S $extra --exploiter unet --image_size 224 --max_epochs 150 --batch_size 32 --lr 0.0001 \
-    --num_workers 4 --progress False --output_dir /tmp/e224_$data
-  cp /tmp/e224_$data/metrics.json "$OUT/metrics224_$data.json" 2>/dev/null
-done
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; W=${WORK:-/tmp/umed_device}; mkdir -p "$W"
+D=${DATA:-.gpu_data/busi_224}; S=${SPLIT:-.gpu_data/split.json}
+T_END=$(( $(date +%s) + ${TOTAL_S:-575} ))          # every step is cut at this time
+NW=${NUM_WORKERS:-2}
+E224=${E224_EPOCHS:-150}; P224=${P224_EPOCHS:-8}; S224=${SIZE224:-224}
+E96=${E96_EPOCHS:-30}; P96=${P96_EPOCHS:-12}; S96=${SIZE96:-96}; S64=${SIZE64:-64}
+LR="--lr_generator 0.001 --lr_surrogate 0.001"
+{ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
+  python3 -c "import torch, monai; print('torch', torch.__version__, 'monai', monai.__version__, 'cuda', torch.cuda.is_available())"
+} | tee "$OUT/gpu.txt"
+
+step() {  # step NAME MAX_SECONDS CMD...: run CMD under min(MAX_SECONDS, time left), log to $OUT/NAME.log
+  local name=$1 limit=$2; shift 2; local left=$(( T_END - $(date +%s) )); [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -le 5 ]; then echo "$name skipped (no time left)" | tee -a "$OUT/steps.txt"; return 1; fi
+  local t0=$(date +%s); timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; local rc=$?
+  echo "$name rc=$rc seconds=$(( $(date +%s) - t0 ))" | tee -a "$OUT/steps.txt"; return $rc; }
+protect() {  # protect NAME OUTDIR SIZE SURROGATE_EPOCHS EXTRA...
+  local name=$1 out=$2 size=$3 epochs=$4; shift 4
+  step "$name" 400 python3 -m monai.bundle run protect --config_file bundles/umed/configs/protect.json \
+    --dataset_dir "$D" --datalist "$S" --output_dir "$out" --image_size "$size" --surrogate_epochs "$epochs" \
+    --num_workers "$NW" $LR "$@"
+  python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['summary']; print(json.dumps(s))" "$out/manifest.json" \
+    > "$OUT/$name.summary.json" 2>&1; }
+exploit() {  # exploit NAME OUTDIR SIZE EPOCHS BATCH LR EXTRA...
+  local name=$1 out=$2 size=$3 epochs=$4 batch=$5 lr=$6; shift 6
+  step "$name" 400 python3 -m monai.bundle run train_exploiter --config_file bundles/umed/configs/train_exploiter.json \
+    --dataset_dir "$D" --datalist "$S" --exploiter unet --image_size "$size" --max_epochs "$epochs" \
+    --batch_size "$batch" --lr "$lr" --num_workers "$NW" --progress False --output_dir "$out" "$@"
+  cp "$out/metrics.json" "$OUT/$name.metrics.json" 2>/dev/null; }
+
+# A: clean baseline at 224, paper schedule
+exploit A_clean224 "$W/A_clean224" "$S224" "$E224" 32 0.0001 &
+# B: protect at 224 (AMP), then the paper-schedule exploiter on it
+( protect B_protect224 "$W/B_p224" "$S224" "$P224" \
+  && exploit B_protected224 "$W/B_e224" "$S224" "$E224" 32 0.0001 --train_dir "$W/B_p224/protected" ) &
+# C: the CPU recipe at 96x96 in fp32, then exploiters under each defense
+( protect C_protect96 "$W/C_p96" "$S96" "$P96" --amp false \
+  && for def in none gaussian_blur jpeg adversarial_training; do
+       exploit "C_$def" "$W/C_$def" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/C_p96/protected" --defense $def &
+     done; wait ) &
+# D: other schedules at 96x96 (same total number of epochs as C)
+( protect D_k1 "$W/D_k1" "$S96" $(( P96 * 5 / 2 )) --generator_epochs 1 --amp false \
+  && exploit D_k1_unet "$W/D_k1_unet" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/D_k1/protected" ) &
+( protect D_size64 "$W/D_s64" "$S64" "$P96" --amp false \
+  && exploit D_size64_unet "$W/D_s64_unet" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/D_s64/protected" ) &
+wait
+cat "$OUT/steps.txt"
 grep -h "RESULT\|protected dataset:" "$OUT"/*.log
+grep -h "Epoch\[.*Complete\|epoch .* loss" "$OUT"/B_protect224.log | tail -3
