@@ -6,6 +6,7 @@ from monai_umed.apps.protect import (
     as_bool,
     MatchChannelsd,
     build_perturbator,
+    check_image_size,
     check_output_dir,
     infer_channels,
     latest_checkpoint,

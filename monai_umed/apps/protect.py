@@ -8,6 +8,7 @@ call them from Python too.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from monai_umed.networks import ContourPerturbator, TexturePerturbator, UMedPert
 from monai_umed.transforms import ContourBandd, LBPTextureMapd
 
 __all__ = [
+    "check_image_size",
     "check_output_dir",
     "resolve_dataset",
     "infer_channels",
@@ -143,6 +145,29 @@ class MatchChannelsd(MapTransform):
             else:
                 raise ValueError(f"cannot bring an image with {img.shape[0]} channels to {self.channels}.")
         return d
+
+
+def check_image_size(image_size: int | Sequence[int], *strides: Sequence[int]) -> tuple[int, ...]:
+    """Check that the training size suits every network: each side a multiple of the product of each stride list.
+
+    ``protect`` calls it with the surrogate's and both generators' strides (``(2, 2, 2, 2)`` -> multiples of 16),
+    so that a size such as 90 fails at once with this message instead of a tensor-shape error deep in a U-Net.
+    Returns the size as a tuple.
+    """
+    size = (image_size,) * 2 if isinstance(image_size, (int, float, str)) else tuple(image_size)
+    try:
+        size = tuple(int(s) for s in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be an integer or a pair of integers, got {image_size!r}.") from None
+    multiple = 1
+    for stride_list in strides:
+        multiple = math.lcm(multiple, math.prod(int(s) for s in stride_list))
+    if any(s < multiple or s % multiple for s in size):
+        raise ValueError(
+            f"image_size {image_size!r} does not suit the networks: each side must be a positive multiple of "
+            f"{multiple} (they downsample by {multiple}); e.g. {max(multiple, round(size[0] / multiple) * multiple)}."
+        )
+    return size
 
 
 def prior_transforms(

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from monai_umed.apps import (
+    check_image_size,
     MatchChannelsd,
     as_bool,
     build_perturbator,
@@ -80,3 +81,17 @@ def test_protector_roundtrip(tmp_path: Path):
         load_protector(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError):
         load_protector(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "size,strides,expected",
+    [(64, [(2, 2, 2, 2), (2, 2, 2)], (64, 64)), ((96, 48), [(2, 2, 2, 2)], (96, 48)), (24, [(2, 2, 2)], (24, 24))],
+)
+def test_check_image_size_accepts(size, strides, expected):
+    assert check_image_size(size, *strides) == expected
+
+
+@pytest.mark.parametrize("size,strides", [(90, [(2, 2, 2, 2)]), (24, [(2, 2, 2, 2), (2, 2, 2)]), (8, [(2, 2, 2, 2)])])
+def test_check_image_size_rejects_with_a_suggestion(size, strides):
+    with pytest.raises(ValueError, match="multiple of 16"):
+        check_image_size(size, *strides)

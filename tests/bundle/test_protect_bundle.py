@@ -128,3 +128,15 @@ def test_bad_dataset_reports_every_problem(tmp_path):
     assert proc.returncode != 0
     assert "stray.png" in text and "empty.png" in text
     assert not (tmp_path / "o" / "checkpoints").exists(), "nothing trained on a broken dataset"
+
+
+def test_unsuitable_image_size_fails_before_any_work(protected_run, tmp_path):
+    data, before, _, _ = protected_run
+    out = tmp_path / "out"
+    args = [a if a != "32" else "40" for a in TINY]  # 40 is not a multiple of 16 (the surrogate's downsampling)
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *args, check=False)
+    assert proc.returncode != 0
+    assert "image_size 40 does not suit the networks" in proc.stdout + proc.stderr
+    assert "multiple of 16" in proc.stdout + proc.stderr
+    assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    assert _hashes(data) == before
