@@ -179,11 +179,14 @@ def prior_transforms(
     lbp_radius: float = 1.0,
     lbp_method: str = "uniform",
     lbp_normalize: str = "max_code",
+    track_meta: bool = False,
 ) -> Compose:
     """Resize an ``{"image", "label"}`` pair to the training size and add the priors of Eq. 4-5.
 
     Image: bilinear with anti-aliasing; label: nearest, then foreground ``label > 0`` as class 1.
     Adds ``contour_band`` and ``roi_interior`` (``ContourBandd``) and ``texture_map`` (``LBPTextureMapd``).
+    The outputs are float32 plain tensors unless ``track_meta``: collating MetaTensors cost 0.27 s per batch of
+    16 at 96x96 on 2 CPU cores (about as much as a surrogate step), and training needs no metadata.
     """
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     return Compose(
@@ -196,14 +199,25 @@ def prior_transforms(
             LBPTextureMapd(
                 "image", num_points=lbp_points, radius=lbp_radius, method=lbp_method, normalize=lbp_normalize
             ),
-            EnsureTyped(["image", "label", "contour_band", "roi_interior", "texture_map"], dtype=torch.float32),
+            EnsureTyped(
+                ["image", "label", "contour_band", "roi_interior", "texture_map"],
+                dtype=torch.float32,
+                track_meta=track_meta,
+            ),
         ]
     )
 
 
 def umed_transforms(image_size: int | Sequence[int], channels: int, **prior_kwargs: Any) -> Compose:
-    """Load an image/mask pair from a datalist entry and apply :func:`prior_transforms`."""
-    return Compose([LoadImageUnitd("image"), LoadMaskd("label"), prior_transforms(image_size, channels, **prior_kwargs)])
+    """Load an image/mask pair from a datalist entry and apply :func:`prior_transforms`.
+
+    The result is one flat ``Compose`` of deterministic transforms, so that ``CacheDataset`` caches all of it,
+    priors included (a nested ``Compose`` counts as randomizable and stops the caching before the LBP and the
+    contour band, which then cost 0.28 s per batch of 16 at 96x96 in every epoch).
+    """
+    return Compose(
+        [LoadImageUnitd("image"), LoadMaskd("label"), prior_transforms(image_size, channels, **prior_kwargs)]
+    ).flatten()
 
 
 def build_perturbator(

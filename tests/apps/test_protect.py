@@ -95,3 +95,19 @@ def test_check_image_size_accepts(size, strides, expected):
 def test_check_image_size_rejects_with_a_suggestion(size, strides):
     with pytest.raises(ValueError, match="multiple of 16"):
         check_image_size(size, *strides)
+
+
+def test_umed_transforms_are_cached_whole(tmp_path: Path):
+    """CacheDataset must cache the priors too (a nested Compose would stop caching before the LBP)."""
+    from monai.data import CacheDataset
+
+    from monai_umed.apps import resolve_dataset, umed_transforms
+    from monai_umed.data import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "in", num_images=3, size=(40, 40), seed=0)
+    items, _ = resolve_dataset(str(data), None, str(tmp_path / "out"))[:2]
+    ds = CacheDataset(items, umed_transforms(32, 1), progress=False)
+    for cached in ds._cache:
+        assert {"contour_band", "roi_interior", "texture_map"} <= set(cached)
+        assert type(cached["image"]) is torch.Tensor  # plain tensors: cheap collation
+    assert ds[0]["texture_map"].shape == (1, 32, 32)
