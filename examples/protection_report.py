@@ -21,7 +21,8 @@ interrupted report resumes; a step that reruns makes the steps depending on it r
 Example::
 
     python examples/protection_report.py --dataset_dir ../shared/data/busi_224 --output_dir outputs/report \\
-        --exploiters unet --defenses none,jpeg --max_epochs 30 --protect_args "--surrogate_epochs 6"
+        --exploiters unet --defenses none,jpeg --image_size 96 --max_epochs 30 --lr 1e-3 \\
+        --protect_args "--surrogate_epochs 30 --generator_epochs 1"
 """
 
 from __future__ import annotations
@@ -332,16 +333,18 @@ def make_figure(
         "protected (written)",
     ]
     width = 4 * panel + 5 * gap
-    height = top + sum(r[1][0].height + gap for r in rows) + bottom
+    caption = 14  # a strip above each row for its case name: a label drawn on the image would hide content
+    height = top + sum(caption + r[1][0].height + gap for r in rows) + bottom
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for j, t in enumerate(titles):
         draw.text((gap + j * (panel + gap) + 2, 3), t, fill=(0, 0, 0), font=font)
     y = top
     for name, tiles, linf in rows:
+        _label(draw, (gap + 3, y + 1), f"{name}  l-inf {linf * 255:.1f}/255", font)
+        y += caption
         for j, tile in enumerate(tiles):
             canvas.paste(tile, (gap + j * (panel + gap), y))
-        _label(draw, (gap + 3, y + 3), f"{name}  l-inf {linf * 255:.1f}/255", font)
         y += tiles[0].height + gap
     draw.text(
         (gap + 2, y + 2),

@@ -97,3 +97,36 @@ def test_protection_report_end_to_end(tmp_path):
     assert seconds < 30
     assert {p: p.read_bytes() for p in before} == before
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_figure_panels_show_the_images_uncovered(tmp_path):
+    """Each row's case label sits in its own strip: the original and protected tiles are the images, untouched."""
+    import shutil
+
+    import numpy as np
+
+    from monai_umed.data import read_raw, to_unit
+
+    report = _load_example("protection_report")
+    ds = make_synthetic_dataset(tmp_path / "ds", num_images=2, size=(48, 48), seed=3)
+    split = tmp_path / "split.json"
+    subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "split", "--config_file",
+         str(EXAMPLES.parent / "bundles" / "umed" / "configs" / "split.json"), "--dataset_dir", str(ds),
+         "--output_file", str(split), "--test_fraction", "0.5", "--seed", "0"],
+        check=True, capture_output=True, timeout=300,
+    )
+    protected = tmp_path / "protected"
+    shutil.copytree(ds, protected)  # an unchanged "protected" copy: the protected tile must equal the original
+    out = tmp_path / "figure.png"
+    names = report.make_figure(ds, split, protected, out, None, 4 / 255, num_cases=1, panel=64)
+    assert len(names) == 1
+    entry = json.loads(split.read_text())["training"][0]
+    expected = np.asarray(report._panel(report._to_rgb8(to_unit(read_raw(ds / entry["image"]))), 64, nearest=False))
+    fig = np.asarray(Image.open(out).convert("RGB"))
+    gap, top, caption = 4, 18, 14
+    h, w = expected.shape[:2]
+    original_tile = fig[top + caption : top + caption + h, gap : gap + w]
+    protected_tile = fig[top + caption : top + caption + h, gap + 3 * (w + gap) : gap + 3 * (w + gap) + w]
+    np.testing.assert_array_equal(original_tile, expected)
+    np.testing.assert_array_equal(protected_tile, expected)
