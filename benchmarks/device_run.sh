@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # GPU measurements, run on the lent CUDA machine by the `device` tool (see benchmarks/README.md):
 #   carry: .whl (monai, pytorch-ignite, nibabel, fire, termcolor wheels) and .gpu_data (busi_224 + split.json).
-# Four tracks run side by side on the one GPU; every step has a time limit and writes its log under $OUT, so
-# partial results come back:
+# TRACKS picks what runs (default "A B": the 224x224 row). Tracks run side by side on the one GPU; every step has
+# a time limit, and its log and metrics go into $OUT/results.txt and $OUT/logs.tar.gz (the device tool returns
+# only a few files):
 #   A  U-Net exploiter on the clean training set, 224x224, the paper's schedule (150 epochs, Adam 1e-4, batch 32)
-#   B  protect at 224x224 (AMP), then the same U-Net exploiter on the protected training set
-#   C  protect at 96x96 with the CPU recipe (fp32), then U-Net exploiters (30 epochs, batch 16, Adam 1e-3) under
-#      the defenses none, gaussian_blur, jpeg (quality 30) and adversarial_training
-#   D  two other protect schedules at 96x96, each followed by the same U-Net exploiter (defense none)
+#   B  protect at 224x224 (AMP; the CPU recipe's 1 generator epoch per surrogate epoch), then the same U-Net
+#      exploiter on the protected training set
+#   C  protect at 96x96 with k = 4 generator epochs and 12 surrogate epochs (fp32), then U-Net exploiters
+#      (30 epochs, batch 16, Adam 1e-3) under the defenses none, gaussian_blur, jpeg (quality 30), adversarial_training
+#   D  at 96x96: k = 1 with 30 surrogate epochs, and k = 4 / 12 trained at 64x64, each followed by the same U-Net
 # Sizes are environment variables so that a dry run on the CPU can shrink them.
+# Measured 2026-11-26 on an H100: with all four tracks at once, protect at 224 slowed from 4.6 to 7.5 s per epoch
+# and B missed its 400 s limit; give B the GPU with at most A beside it.
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if [ -d .whl ]; then
@@ -18,8 +22,8 @@ fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; W=${WORK:-/tmp/umed_device}; mkdir -p "$W"
 D=${DATA:-.gpu_data/busi_224}; S=${SPLIT:-.gpu_data/split.json}
 T_END=$(( $(date +%s) + ${TOTAL_S:-575} ))          # every step is cut at this time
-NW=${NUM_WORKERS:-2}
-E224=${E224_EPOCHS:-150}; P224=${P224_EPOCHS:-8}; S224=${SIZE224:-224}
+NW=${NUM_WORKERS:-2}; TRACKS=" ${TRACKS:-A B} "
+E224=${E224_EPOCHS:-150}; P224=${P224_EPOCHS:-16}; K224=${K224:-1}; S224=${SIZE224:-224}
 E96=${E96_EPOCHS:-30}; P96=${P96_EPOCHS:-12}; S96=${SIZE96:-96}; S64=${SIZE64:-64}
 LR="--lr_generator 0.001 --lr_surrogate 0.001"
 { nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
@@ -45,22 +49,25 @@ exploit() {  # exploit NAME OUTDIR SIZE EPOCHS BATCH LR EXTRA...
     --batch_size "$batch" --lr "$lr" --num_workers "$NW" --progress False --output_dir "$out" "$@"
   cp "$out/metrics.json" "$OUT/$name.metrics.json" 2>/dev/null; }
 
+on() { [[ "$TRACKS" == *" $1 "* ]]; }
 # A: clean baseline at 224, paper schedule
-exploit A_clean224 "$W/A_clean224" "$S224" "$E224" 32 0.0001 &
+on A && exploit A_clean224 "$W/A_clean224" "$S224" "$E224" 32 0.0001 &
 # B: protect at 224 (AMP), then the paper-schedule exploiter on it
-( protect B_protect224 "$W/B_p224" "$S224" "$P224" \
+on B && ( protect B_protect224 "$W/B_p224" "$S224" "$P224" --generator_epochs "$K224" \
   && exploit B_protected224 "$W/B_e224" "$S224" "$E224" 32 0.0001 --train_dir "$W/B_p224/protected" ) &
-# C: the CPU recipe at 96x96 in fp32, then exploiters under each defense
-( protect C_protect96 "$W/C_p96" "$S96" "$P96" --amp false \
+# C: k = 4, 12 surrogate epochs at 96x96 in fp32, then exploiters under each defense
+on C && ( protect C_protect96 "$W/C_p96" "$S96" "$P96" --amp false \
   && for def in none gaussian_blur jpeg adversarial_training; do
        exploit "C_$def" "$W/C_$def" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/C_p96/protected" --defense $def &
      done; wait ) &
 # D: other schedules at 96x96 (same total number of epochs as C)
-( protect D_k1 "$W/D_k1" "$S96" $(( P96 * 5 / 2 )) --generator_epochs 1 --amp false \
+on D && ( protect D_k1 "$W/D_k1" "$S96" $(( P96 * 5 / 2 )) --generator_epochs 1 --amp false \
   && exploit D_k1_unet "$W/D_k1_unet" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/D_k1/protected" ) &
-( protect D_size64 "$W/D_s64" "$S64" "$P96" --amp false \
+on D && ( protect D_size64 "$W/D_s64" "$S64" "$P96" --amp false \
   && exploit D_size64_unet "$W/D_s64_unet" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/D_s64/protected" ) &
 wait
-cat "$OUT/steps.txt"
-grep -h "RESULT\|protected dataset:" "$OUT"/*.log
-grep -h "Epoch\[.*Complete\|epoch .* loss" "$OUT"/B_protect224.log | tail -3
+{ cat "$OUT/steps.txt"; grep -h "RESULT\|protected dataset:" "$OUT"/*.log
+  for f in "$OUT"/*.json; do [ -e "$f" ] && echo "$(basename "$f") $(cat "$f")"; done
+  grep -h "Epoch\[[0-9]*\] Complete" "$OUT"/*protect*.log | tail -5; } > "$OUT/results.txt" 2>&1
+tar czf "$OUT/logs.tar.gz" -C "$OUT" $(cd "$OUT" && ls *.log *.json 2>/dev/null) && (cd "$OUT" && rm -f *.log *.json)
+cat "$OUT/results.txt"
