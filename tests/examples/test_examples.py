@@ -105,17 +105,12 @@ def test_figure_panels_show_the_images_uncovered(tmp_path):
 
     import numpy as np
 
+    from monai_umed.apps import write_split
     from monai_umed.data import read_raw, to_unit
 
     report = _load_example("protection_report")
     ds = make_synthetic_dataset(tmp_path / "ds", num_images=2, size=(48, 48), seed=3)
-    split = tmp_path / "split.json"
-    subprocess.run(
-        [sys.executable, "-m", "monai.bundle", "run", "split", "--config_file",
-         str(EXAMPLES.parent / "bundles" / "umed" / "configs" / "split.json"), "--dataset_dir", str(ds),
-         "--output_file", str(split), "--test_fraction", "0.5", "--seed", "0"],
-        check=True, capture_output=True, timeout=300,
-    )
+    split = write_split(ds, tmp_path / "split.json", test_fraction=0.5, seed=0)
     protected = tmp_path / "protected"
     shutil.copytree(ds, protected)  # an unchanged "protected" copy: the protected tile must equal the original
     out = tmp_path / "figure.png"
