@@ -1,12 +1,12 @@
 # Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
 """Central difference convolution (Eq. 3): one convolution with the fused kernel vs. the three-convolution form.
 
-    python benchmarks/cdc_speed.py [--size 96] [--batch 16] [--iters 10] [--threads 2]
+    python benchmarks/cdc_speed.py [--size 96] [--batch 16] [--iters 20] [--threads 2]
 
 ``CentralDifferenceConv`` evaluates Eq. 3 as a single convolution with the kernel ``w_v + theta * w_c`` whose
 centre tap is reduced by ``theta * sum(w_c)`` (built differentiably in every forward pass). The earlier form ran
 three convolutions per layer: ``conv(x, w_v) + theta * (conv(x, w_c) - conv(x, sum(w_c) as a 1x1 kernel))``.
-This script times forward + backward of the protect job's contour generator (CDC U-Net, channels 8-64, as in
+This script times forward (no grad) and forward + backward of the protect job's contour generator (CDC U-Net, channels 8-64, as in
 ``bundles/umed/configs/protect.json``) with both forms, after checking that they agree.
 """
 
@@ -33,22 +33,35 @@ def three_conv_forward(self: CentralDifferenceConv, x: torch.Tensor) -> torch.Te
     return out + self.theta * (diff - conv(x, w_sum, None, self.stride, 0, 1, self.groups))
 
 
-def time_step(net: torch.nn.Module, x: torch.Tensor, iters: int) -> float:
-    times = []
-    for i in range(iters + 1):
+def time_forms(net: torch.nn.Module, x: torch.Tensor, iters: int, backward: bool) -> tuple[float, float]:
+    """Median seconds per call of the fused and the three-convolution form, measured alternately (less drift)."""
+
+    def once() -> float:
         net.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
-        net(x).square().mean().backward()
-        if i:  # the first iteration is a warm-up
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        if backward:
+            net(x).square().mean().backward()
+        else:
+            with torch.no_grad():
+                net(x)
+        return time.perf_counter() - t0
+
+    fused, three = [], []
+    for i in range(iters + 1):
+        t_f = once()
+        with mock.patch.object(CentralDifferenceConv, "forward", three_conv_forward):
+            t_t = once()
+        if i:  # the first round is a warm-up
+            fused.append(t_f)
+            three.append(t_t)
+    return statistics.median(fused), statistics.median(three)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,15 +73,14 @@ def main() -> None:
         with mock.patch.object(CentralDifferenceConv, "forward", three_conv_forward):
             three = net(x)
     print(f"max |fused - three-conv| = {(fused - three).abs().max().item():.2e}")
-    t_fused = time_step(net, x, args.iters)
-    with mock.patch.object(CentralDifferenceConv, "forward", three_conv_forward):
-        t_three = time_step(net, x, args.iters)
-    print(
-        f"CDC U-Net (channels 8-64), batch {args.batch} x 1 x {args.size} x {args.size}, {args.threads} threads, "
-        f"forward + backward, median of {args.iters}: fused kernel {t_fused * 1e3:.1f} ms, "
-        f"three convolutions {t_three * 1e3:.1f} ms ({t_three / t_fused:.2f}x)"
-    )
-
+    for backward in (False, True):
+        t_fused, t_three = time_forms(net, x, args.iters, backward)
+        what = "forward + backward" if backward else "forward (no grad)"
+        print(
+            f"CDC U-Net (channels 8-64), batch {args.batch} x 1 x {args.size} x {args.size}, {args.threads} threads, "
+            f"{what}, median of {args.iters}: fused kernel {t_fused * 1e3:.1f} ms, "
+            f"three convolutions {t_three * 1e3:.1f} ms ({t_three / t_fused:.2f}x)"
+        )
 
 if __name__ == "__main__":
     main()
