@@ -3,7 +3,8 @@
 
     python benchmarks/epoch_time.py --size 96 224 [--batch 16] [--iters 5] [--images 517]
 
-Builds the protect job's default networks (CDC U-Net G_c, U-Net G_t, U-Net surrogate), times ``--iters``
+Builds the protect job's networks as ``bundles/umed/configs/protect.json`` configures them (CDC U-Net G_c and
+U-Net G_t from its ``perturbator_args``, U-Net surrogate), on one channel, times ``--iters``
 iterations of each phase on random data after one warm-up iteration, and prints the median time per iteration
 and the implied time per epoch for ``--images`` images (BUSI benign+malignant training split: 517).
 """
@@ -11,15 +12,25 @@ and the implied time per epoch for ``--images`` images (BUSI benign+malignant tr
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 
 from monai_umed.apps import build_perturbator
+
+CONFIG = Path(__file__).resolve().parents[1] / "bundles" / "umed" / "configs" / "protect.json"
+
+
+def config_perturbator_args() -> dict:
+    """The literal ``perturbator_args`` of the protect config (references such as ``@channels`` left out)."""
+    args = json.loads(CONFIG.read_text())["perturbator_args"]
+    return {k: v for k, v in args.items() if not (isinstance(v, str) and v.startswith("@"))}
 
 
 def main() -> None:
@@ -34,7 +45,7 @@ def main() -> None:
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     for size in args.size:
         torch.manual_seed(0)
-        pert = build_perturbator().to(device)
+        pert = build_perturbator(**{**config_perturbator_args(), "in_channels": 1}).to(device)
         sur = UNet(2, 1, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2).to(device)
         g_opt, s_opt = torch.optim.Adam(pert.parameters(), 1e-4), torch.optim.Adam(sur.parameters(), 1e-4)
         x = torch.rand(args.batch, 1, size, size, device=device)
