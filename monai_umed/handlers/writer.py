@@ -45,12 +45,15 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON under a temporary name and rename it, so a reader never sees a half-written file."""
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
+    """Write JSON under a temporary name and rename it, so a reader never sees a half-written file.
+
+    ``indent=None`` writes compact JSON with the standard library's C encoder (several times faster than the
+    indented form, which the pure-Python encoder writes)."""
     path = Path(path)
     tmp = _partial(path)
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, allow_nan=True)
+        f.write(json.dumps(obj, indent=indent, allow_nan=True))
     os.replace(tmp, path)
 
 
@@ -105,7 +108,11 @@ class ProtectedDatasetWriter:
     **Nothing lost.** The output folder may not be, be inside, or contain the input dataset. Every file is
     written under a temporary name and renamed. The manifest (``manifest.json`` + ``manifest.csv``) records
     per image the source and output paths, SHA-256 of both, PSNR, SSIM, l-inf and the changed fraction; a
-    re-run skips images whose output already matches the manifest's hash.
+    re-run skips images whose output already matches the manifest's hash. While writing, the manifest is
+    saved every ``manifest_every`` images and whenever the loop stops on an exception (Ctrl-C included), so a
+    resumed run redoes at most ``manifest_every - 1`` images after a hard kill. (Saving it after every image,
+    indented, grows with the square of the dataset size: 4.8 s of JSON encoding for 517 BUSI entries, against
+    0.06 s when saved compactly every 25 images.)
 
     If a ``surrogate`` is given, the summary also reports its ``L_seg`` on the clean images, on the protected
     images as computed in training, and on the files as written (re-read and resized to the training size): the
@@ -122,6 +129,8 @@ class ProtectedDatasetWriter:
         manifest_dir: where ``manifest.json``/``.csv`` go (default ``output_dir``).
         surrogate: optional trained surrogate to measure that protection survives writing.
         device: where the generators run.
+        settings: protector settings recorded in the manifest.
+        manifest_every: save the in-progress manifest every this many images.
     """
 
     def __init__(
@@ -142,6 +151,7 @@ class ProtectedDatasetWriter:
         surrogate: torch.nn.Module | None = None,
         device: str | torch.device = "cpu",
         settings: dict | None = None,
+        manifest_every: int = 25,
     ) -> None:
         self.perturbator = perturbator
         self.datalist = list(datalist)
@@ -160,6 +170,9 @@ class ProtectedDatasetWriter:
         self.surrogate = surrogate
         self.device = torch.device(device)
         self.settings = settings or {}
+        if int(manifest_every) < 1:
+            raise ValueError(f"manifest_every must be >= 1, got {manifest_every}.")
+        self.manifest_every = int(manifest_every)
         self.load_mask = LoadMaskd("label")
         self.match_channels = MatchChannelsd("image", channels)
 
@@ -227,6 +240,91 @@ class ProtectedDatasetWriter:
                 raise ValueError(f"existing manifest {path} is unreadable ({e}); move it away to start afresh.") from e
         return {}
 
+    def _protect_one(self, item: dict, previous: dict, eps: float) -> tuple[dict, bool]:
+        """Protect and write one datalist entry; return its manifest entry and whether it was already written."""
+        src = Path(item["image"])
+        raw = read_raw(src)
+        dst = self._output_path(item, raw)
+        src_hash = sha256_file(src)
+        old = previous.get(str(src))
+        if (
+            old is not None
+            and old.get("sha256_source") == src_hash
+            and dst.is_file()
+            and sha256_file(dst) == old.get("sha256_output")
+            and all(Path(m["output"]).is_file() for m in old.get("masks", []))
+        ):
+            return old, True
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        label = self.load_mask({"label": item["label"]})["label"]
+        label = torch.as_tensor(label, dtype=torch.float32)
+        unit = to_unit(raw)
+        x, allowed, delta = self._perturb(unit, label)
+        # delta of the model channels -> the file's channels (grey-as-RGB gets the same delta in each)
+        file_c = unit.shape[0]
+        if delta.shape[0] != file_c:
+            delta = delta[:1].expand(file_c, *delta.shape[1:]) if delta.shape[0] == 1 else delta[:file_c]
+        lo, hi = intensity_range(raw.array)
+        if raw.array.dtype.kind == "f":
+            # float data: add delta in the file's units, so untouched pixels keep their exact values
+            d = delta.numpy().astype(np.float64) * (hi - lo)
+            d = d[0] if raw.array.ndim == 2 else np.moveaxis(d, 0, -1)
+            out_array = np.clip(raw.array.astype(np.float64) + d, lo, hi).astype(raw.array.dtype)
+        else:
+            protected_unit = np.clip(unit + delta.numpy().astype(np.float32), 0.0, 1.0)
+            out_array = from_unit(protected_unit, raw)
+        # checks on the values actually written, in the file's own units
+        diff = np.abs(out_array.astype(np.float64) - raw.array.astype(np.float64))
+        bound_units = eps * (hi - lo)
+        if np.issubdtype(raw.array.dtype, np.integer):
+            bound_units = math.floor(bound_units + 1e-6)
+        linf_units = float(diff.max())
+        if linf_units > bound_units + 1e-9:
+            raise RuntimeError(f"{src}: written l-inf {linf_units} exceeds the bound {bound_units}; not written.")
+        changed_px = diff.reshape(diff.shape[0], diff.shape[1], -1).max(-1) > 0 if diff.ndim == 3 else diff > 0
+        outside = changed_px & ~allowed.numpy()
+        if outside.any():
+            raise RuntimeError(f"{src}: {int(outside.sum())} pixels outside the contour band and ROI changed.")
+        if raw.format == "JPEG":
+            logger.info("%s is JPEG: writing %s as PNG, since JPEG compression would wash the perturbation out.", src, dst.name)
+        if raw.format == "NIFTI":
+            _write_nifti(out_array, raw, dst)
+        else:
+            _write_raster(out_array, raw, dst)
+        written_unit = to_unit(read_raw(dst)) if raw.format != "NIFTI" else None
+        if written_unit is None:  # float NIfTI: use the original range, not the written image's own min-max
+            written_unit = (np.asarray(read_raw(dst).array, np.float64) - lo) / (hi - lo)
+            written_unit = written_unit.reshape(unit.shape).astype(np.float32)
+        metrics = invisibility_metrics(torch.as_tensor(unit), torch.as_tensor(written_unit))
+        masks = []
+        for m_src, m_rel in zip(
+            item["label"] if isinstance(item["label"], (list, tuple)) else [item["label"]], item["label_rel"]
+        ):
+            m_dst = self.output_dir / m_rel
+            m_dst.parent.mkdir(parents=True, exist_ok=True)
+            _copy_atomic(Path(m_src), m_dst)
+            masks.append({"source": str(m_src), "output": str(m_dst), "sha256": sha256_file(m_dst)})
+        entry = {
+            "name": item.get("name", src.stem),
+            "source": str(src),
+            "output": str(dst),
+            "sha256_source": src_hash,
+            "sha256_output": sha256_file(dst),
+            "format_in": raw.format,
+            "format_out": "NIFTI" if raw.format == "NIFTI" else ("PNG" if raw.format == "JPEG" else raw.format),
+            "dtype": str(raw.array.dtype),
+            "psnr": metrics["psnr"],
+            "ssim": metrics["ssim"],
+            "linf": metrics["linf"],
+            "linf_units": linf_units,
+            "bound_units": bound_units,
+            "changed_fraction": metrics["changed_fraction"],
+            "masks": masks,
+        }
+        if self.surrogate is not None:
+            entry["surrogate_loss"] = self._surrogate_losses(unit, written_unit, label)
+        return entry, False
+
     # ------------------------------------------------------------------ main
     @torch.no_grad()
     def __call__(self, _engine: Any = None) -> dict:
@@ -238,98 +336,24 @@ class ProtectedDatasetWriter:
         skipped = 0
         t0 = time.time()
         eps = float(self.perturbator.epsilon)
-        for n, item in enumerate(self.datalist, 1):
-            src = Path(item["image"])
-            raw = read_raw(src)
-            dst = self._output_path(item, raw)
-            src_hash = sha256_file(src)
-            old = previous.get(str(src))
-            if (
-                old is not None
-                and old.get("sha256_source") == src_hash
-                and dst.is_file()
-                and sha256_file(dst) == old.get("sha256_output")
-                and all(Path(m["output"]).is_file() for m in old.get("masks", []))
-            ):
-                entries.append(old)
-                skipped += 1
-                continue
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            label = self.load_mask({"label": item["label"]})["label"]
-            label = torch.as_tensor(label, dtype=torch.float32)
-            unit = to_unit(raw)
-            x, allowed, delta = self._perturb(unit, label)
-            # delta of the model channels -> the file's channels (grey-as-RGB gets the same delta in each)
-            file_c = unit.shape[0]
-            if delta.shape[0] != file_c:
-                delta = delta[:1].expand(file_c, *delta.shape[1:]) if delta.shape[0] == 1 else delta[:file_c]
-            lo, hi = intensity_range(raw.array)
-            if raw.array.dtype.kind == "f":
-                # float data: add delta in the file's units, so untouched pixels keep their exact values
-                d = delta.numpy().astype(np.float64) * (hi - lo)
-                d = d[0] if raw.array.ndim == 2 else np.moveaxis(d, 0, -1)
-                out_array = np.clip(raw.array.astype(np.float64) + d, lo, hi).astype(raw.array.dtype)
-            else:
-                protected_unit = np.clip(unit + delta.numpy().astype(np.float32), 0.0, 1.0)
-                out_array = from_unit(protected_unit, raw)
-            # checks on the values actually written, in the file's own units
-            diff = np.abs(out_array.astype(np.float64) - raw.array.astype(np.float64))
-            bound_units = eps * (hi - lo)
-            if np.issubdtype(raw.array.dtype, np.integer):
-                bound_units = math.floor(bound_units + 1e-6)
-            linf_units = float(diff.max())
-            if linf_units > bound_units + 1e-9:
-                raise RuntimeError(f"{src}: written l-inf {linf_units} exceeds the bound {bound_units}; not written.")
-            changed_px = diff.reshape(diff.shape[0], diff.shape[1], -1).max(-1) > 0 if diff.ndim == 3 else diff > 0
-            outside = changed_px & ~allowed.numpy()
-            if outside.any():
-                raise RuntimeError(f"{src}: {int(outside.sum())} pixels outside the contour band and ROI changed.")
-            if raw.format == "JPEG":
-                logger.info("%s is JPEG: writing %s as PNG, since JPEG compression would wash the perturbation out.", src, dst.name)
-            if raw.format == "NIFTI":
-                _write_nifti(out_array, raw, dst)
-            else:
-                _write_raster(out_array, raw, dst)
-            written_unit = to_unit(read_raw(dst)) if raw.format != "NIFTI" else None
-            if written_unit is None:  # float NIfTI: use the original range, not the written image's own min-max
-                written_unit = (np.asarray(read_raw(dst).array, np.float64) - lo) / (hi - lo)
-                written_unit = written_unit.reshape(unit.shape).astype(np.float32)
-            metrics = invisibility_metrics(torch.as_tensor(unit), torch.as_tensor(written_unit))
-            masks = []
-            for m_src, m_rel in zip(
-                item["label"] if isinstance(item["label"], (list, tuple)) else [item["label"]], item["label_rel"]
-            ):
-                m_dst = self.output_dir / m_rel
-                m_dst.parent.mkdir(parents=True, exist_ok=True)
-                _copy_atomic(Path(m_src), m_dst)
-                masks.append({"source": str(m_src), "output": str(m_dst), "sha256": sha256_file(m_dst)})
-            entry = {
-                "name": item.get("name", src.stem),
-                "source": str(src),
-                "output": str(dst),
-                "sha256_source": src_hash,
-                "sha256_output": sha256_file(dst),
-                "format_in": raw.format,
-                "format_out": "NIFTI" if raw.format == "NIFTI" else ("PNG" if raw.format == "JPEG" else raw.format),
-                "dtype": str(raw.array.dtype),
-                "psnr": metrics["psnr"],
-                "ssim": metrics["ssim"],
-                "linf": metrics["linf"],
-                "linf_units": linf_units,
-                "bound_units": bound_units,
-                "changed_fraction": metrics["changed_fraction"],
-                "masks": masks,
-            }
-            if self.surrogate is not None:
-                entry["surrogate_loss"] = self._surrogate_losses(unit, written_unit, label)
-            entries.append(entry)
-            if n % 25 == 0 or n == len(self.datalist):
-                logger.info("protected %d/%d images (%.1f s)", n, len(self.datalist), time.time() - t0)
-            atomic_write_json(self.manifest_dir / "manifest.json", {"settings": self.settings, "images": entries})
+        manifest_path = self.manifest_dir / "manifest.json"
+        try:
+            for n, item in enumerate(self.datalist, 1):
+                entry, already = self._protect_one(item, previous, eps)
+                entries.append(entry)
+                skipped += int(already)
+                if n % 25 == 0 or n == len(self.datalist):
+                    logger.info("protected %d/%d images (%.1f s)", n, len(self.datalist), time.time() - t0)
+                if n % self.manifest_every == 0:
+                    atomic_write_json(manifest_path, {"settings": self.settings, "images": entries}, indent=None)
+        except BaseException:
+            # keep what is done (Ctrl-C included), so that a re-run skips it
+            atomic_write_json(manifest_path, {"settings": self.settings, "images": entries}, indent=None)
+            raise
         summary = self.summarize(entries)
         summary.update({"skipped_existing": skipped, "output_dir": str(self.output_dir)})
         manifest = {"settings": self.settings, "summary": summary, "images": entries}
-        atomic_write_json(self.manifest_dir / "manifest.json", manifest)
+        atomic_write_json(manifest_path, manifest)
         self._write_csv(entries)
         logger.info(
             "protected dataset: %s | manifest: %s | %d images | PSNR %.2f dB | SSIM %.4f | l-inf %.4f (%.2f/255) "

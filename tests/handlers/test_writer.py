@@ -176,3 +176,31 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch):
     # a fresh run in another folder writes byte-identical files (deterministic generators on the CPU)
     _run_writer(root, tmp_path / "again")
     assert _hash_tree(out / "protected") == _hash_tree(tmp_path / "again" / "protected")
+
+
+@pytest.mark.parametrize("every, expected_saves", [(1, 7), (4, 2), (25, 1)])
+def test_manifest_saved_every_n_images(tmp_path: Path, monkeypatch, every, expected_saves):
+    """The in-progress manifest is saved every ``manifest_every`` images (plus the final one), not after each
+    image: saving it per image made writing quadratic in the dataset size."""
+    root = make_synthetic_dataset(tmp_path / "syn", num_images=6, size=(32, 32), seed=3)
+    import monai_umed.handlers.writer as writer_mod
+
+    saved = []
+    real = writer_mod.atomic_write_json
+
+    def counting(path, obj, indent=1):
+        if Path(path).name == "manifest.json":
+            saved.append(len(obj["images"]))
+        real(path, obj, indent=indent)
+
+    monkeypatch.setattr(writer_mod, "atomic_write_json", counting)
+    summary = _run_writer(root, tmp_path / "out", manifest_every=every)
+    assert summary["num_images"] == 6
+    assert len(saved) == expected_saves
+    assert saved[-1] == 6 and saved[:-1] == [every * k for k in range(1, len(saved))]
+
+
+def test_manifest_every_must_be_positive(tmp_path: Path):
+    root = make_synthetic_dataset(tmp_path / "syn", num_images=2, size=(32, 32), seed=3)
+    with pytest.raises(ValueError, match="manifest_every"):
+        _run_writer(root, tmp_path / "out", manifest_every=0)
