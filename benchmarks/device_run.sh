@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # GPU measurements, run on the lent CUDA machine by the `device` tool (see benchmarks/README.md):
 #   carry: .whl (monai, pytorch-ignite, nibabel, fire, termcolor wheels) and .gpu_data (busi_224 + split.json).
-# TRACKS picks what runs (default "A B": the 224x224 row). Tracks run side by side on the one GPU; every step has
+# TRACKS picks what runs (default "A B": the 224x224 rows). Tracks run side by side on the one GPU; every step has
 # a time limit, and its log and metrics go into $OUT/results.txt and $OUT/logs.tar.gz (the device tool returns
 # only a few files):
-#   A  U-Net exploiter on the clean training set, 224x224, the paper's schedule (150 epochs, Adam 1e-4, batch 32)
-#   B  protect at 224x224 (AMP; the CPU recipe's 1 generator epoch per surrogate epoch), then the same U-Net
-#      exploiter on the protected training set
+#   A  exploiters (EXPLOITERS, default "unet") on the clean training set, 224x224, the paper's schedule
+#      (150 epochs, Adam 1e-4, batch 32)
+#   B  protect at 224x224 (AMP; the CPU recipe's 1 generator epoch per surrogate epoch, 20 surrogate epochs),
+#      then the same exploiters on the protected training set
 #   C  protect at 96x96 with k = 4 generator epochs and 12 surrogate epochs (fp32), then U-Net exploiters
 #      (30 epochs, batch 16, Adam 1e-3) under the defenses none, gaussian_blur, jpeg (quality 30), adversarial_training
 #   D  at 96x96: k = 1 with 30 surrogate epochs, and k = 4 / 12 trained at 64x64, each followed by the same U-Net
 # Sizes are environment variables so that a dry run on the CPU can shrink them.
 # Measured 2026-11-26 on an H100: with all four tracks at once, protect at 224 slowed from 4.6 to 7.5 s per epoch
-# and B missed its 400 s limit; give B the GPU with at most A beside it.
+# and B missed its 400 s limit; give B the GPU with at most A beside it. TRACKS=B alone (after the pipeline and
+# writer fixes): protect 163 s (40 epochs of 1.9 s, writing 65 s), U-Net 150 epochs 141 s; 332 s in all.
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if [ -d .whl ]; then
@@ -23,7 +25,7 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; W=${WORK:-/tmp/umed_device}; mkdir -p "$W
 D=${DATA:-.gpu_data/busi_224}; S=${SPLIT:-.gpu_data/split.json}
 T_END=$(( $(date +%s) + ${TOTAL_S:-575} ))          # every step is cut at this time
 NW=${NUM_WORKERS:-2}; TRACKS=" ${TRACKS:-A B} "
-E224=${E224_EPOCHS:-150}; P224=${P224_EPOCHS:-16}; K224=${K224:-1}; S224=${SIZE224:-224}
+E224=${E224_EPOCHS:-150}; P224=${P224_EPOCHS:-20}; K224=${K224:-1}; S224=${SIZE224:-224}
 E96=${E96_EPOCHS:-30}; P96=${P96_EPOCHS:-12}; S96=${SIZE96:-96}; S64=${SIZE64:-64}
 LR="--lr_generator 0.001 --lr_surrogate 0.001"
 { nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null || echo "no nvidia-smi"
@@ -42,19 +44,24 @@ protect() {  # protect NAME OUTDIR SIZE SURROGATE_EPOCHS EXTRA...
     --num_workers "$NW" $LR "$@"
   python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['summary']; print(json.dumps(s))" "$out/manifest.json" \
     > "$OUT/$name.summary.json" 2>&1; }
-exploit() {  # exploit NAME OUTDIR SIZE EPOCHS BATCH LR EXTRA...
+exploit() {  # exploit NAME OUTDIR SIZE EPOCHS BATCH LR EXTRA... (exploiter: $NET, default unet)
   local name=$1 out=$2 size=$3 epochs=$4 batch=$5 lr=$6; shift 6
   step "$name" 400 python3 -m monai.bundle run train_exploiter --config_file bundles/umed/configs/train_exploiter.json \
-    --dataset_dir "$D" --datalist "$S" --exploiter unet --image_size "$size" --max_epochs "$epochs" \
+    --dataset_dir "$D" --datalist "$S" --exploiter "${NET:-unet}" --image_size "$size" --max_epochs "$epochs" \
     --batch_size "$batch" --lr "$lr" --num_workers "$NW" --progress False --output_dir "$out" "$@"
   cp "$out/metrics.json" "$OUT/$name.metrics.json" 2>/dev/null; }
 
 on() { [[ "$TRACKS" == *" $1 "* ]]; }
-# A: clean baseline at 224, paper schedule
-on A && exploit A_clean224 "$W/A_clean224" "$S224" "$E224" 32 0.0001 &
-# B: protect at 224 (AMP), then the paper-schedule exploiter on it
+# A: clean baselines at 224, paper schedule
+for net in ${EXPLOITERS:-unet}; do
+  on A && NET=$net exploit "A_clean224_$net" "$W/A_clean224_$net" "$S224" "$E224" 32 0.0001 &
+done
+# B: protect at 224 (AMP), then the paper-schedule exploiters on it, side by side
 on B && ( protect B_protect224 "$W/B_p224" "$S224" "$P224" --generator_epochs "$K224" \
-  && exploit B_protected224 "$W/B_e224" "$S224" "$E224" 32 0.0001 --train_dir "$W/B_p224/protected" ) &
+  && for net in ${EXPLOITERS:-unet}; do
+       NET=$net exploit "B_protected224_$net" "$W/B_e224_$net" "$S224" "$E224" 32 0.0001 \
+         --train_dir "$W/B_p224/protected" &
+     done; wait ) &
 # C: k = 4, 12 surrogate epochs at 96x96 in fp32, then exploiters under each defense
 on C && ( protect C_protect96 "$W/C_p96" "$S96" "$P96" --amp false \
   && for def in none gaussian_blur jpeg adversarial_training; do
