@@ -2,6 +2,7 @@
 """Ignite/MONAI workflows: the alternating UMed trainer (Algorithm 1)."""
 
 from monai_umed.engines.trainer import (
+    GeneratorState,
     UMedKeys,
     UMedPhase,
     UMedTrainer,

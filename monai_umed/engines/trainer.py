@@ -17,7 +17,15 @@ from monai_umed.networks import UMedPerturbator
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["UMedKeys", "UMedPhase", "UMedTrainer", "umed_phase", "umed_total_epochs", "umed_prepare_batch"]
+__all__ = [
+    "GeneratorState",
+    "UMedKeys",
+    "UMedPhase",
+    "UMedTrainer",
+    "umed_phase",
+    "umed_total_epochs",
+    "umed_prepare_batch",
+]
 
 
 class UMedKeys:
@@ -75,6 +83,26 @@ def umed_prepare_batch(
     return tuple(
         torch.as_tensor(batchdata[k]).to(device=device, non_blocking=non_blocking, **kwargs) for k in keys
     )
+
+
+class GeneratorState:
+    """A ``torch.Generator`` as a checkpointable object (``state_dict`` / ``load_state_dict``, as ignite's
+    ``Checkpoint`` and MONAI's ``CheckpointSaver`` / ``CheckpointLoader`` expect).
+
+    A ``DataLoader`` draws its shuffle order and its workers' base seed from its ``generator`` when each epoch's
+    iterator is created; saving the generator's state with the epoch's checkpoint lets a resumed run continue
+    with the draws the uninterrupted run would have made.
+    """
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"rng_state": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        # a checkpoint loaded with map_location="cuda" moves the state to the GPU; set_state needs a CPU tensor
+        self.generator.set_state(state_dict["rng_state"].cpu())
 
 
 class UMedTrainer(Trainer):
@@ -157,6 +185,8 @@ class UMedTrainer(Trainer):
         self.s_scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.state.phase = umed_phase(1, generator_epochs)
         self.add_event_handler(Events.EPOCH_STARTED, self._set_phase)
+        # before any checkpoint handler, which are attached later
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._finish_loader_draws)
         if train_handlers:
             for handler in train_handlers:
                 handler.attach(self)
@@ -164,9 +194,31 @@ class UMedTrainer(Trainer):
     def _set_phase(self, engine: UMedTrainer) -> None:
         engine.state.phase = umed_phase(engine.state.epoch, engine.generator_epochs)
 
+    @staticmethod
+    def _finish_loader_draws(engine: UMedTrainer) -> None:
+        """Let the finished epoch's data iterator end now rather than when the next epoch begins.
+
+        A shuffling ``RandomSampler`` makes one last draw from the loader's generator when it is asked for an
+        index past the end; ignite asks at the start of the next epoch, after this epoch's checkpoint was saved.
+        Ending the iterator here moves that draw before the checkpoint (the sequence of draws, and so the data
+        order of an uninterrupted run, is unchanged), so that the saved generator state is the one the next
+        epoch starts from. Only done when the epoch covered the whole loader (the iterator is exhausted);
+        ``_dataloader_iter`` is ignite's own attribute and the step is skipped if it is absent.
+        """
+        iterator = getattr(engine, "_dataloader_iter", None)
+        try:
+            whole = engine.state.epoch_length == len(engine.data_loader)
+        except TypeError:  # an iterable loader without a length
+            whole = False
+        if iterator is not None and whole:
+            for _ in iterator:
+                raise RuntimeError("the data iterator yielded more batches than one epoch holds.")
+
     def checkpoint_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: both generators, the surrogate, both optimizers, AMP scalers, the epoch."""
-        return {
+        """Everything needed to resume: both generators, the surrogate, both optimizers, AMP scalers, the epoch,
+        and the state of the data loader's random generator (when it has one), so that a resumed run draws the
+        same data order as the uninterrupted run and, on the CPU, ends with the same weights."""
+        objects = {
             "contour_generator": self.perturbator.contour,
             "texture_generator": self.perturbator.texture,
             "surrogate": self.surrogate,
@@ -176,6 +228,10 @@ class UMedTrainer(Trainer):
             "s_scaler": self.s_scaler,
             "trainer": self,
         }
+        generator = getattr(self.data_loader, "generator", None)
+        if isinstance(generator, torch.Generator):
+            objects["loader_generator"] = GeneratorState(generator)
+        return objects
 
     def _loss(self, engine: UMedTrainer, protected: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", enabled=engine.amp, **engine.amp_kwargs):

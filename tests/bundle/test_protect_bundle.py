@@ -110,6 +110,49 @@ def test_rerun_resumes_and_skips(protected_run, tmp_path):
         assert v.read_bytes() == content, "resumed output equals the original run's"
 
 
+def test_resume_continues_training_as_an_uninterrupted_run(tmp_path):
+    """Train 1 surrogate epoch, then resume to 2: the protector equals a straight 2-epoch run's (CPU), since the
+    checkpoint carries the data loader's random state along with the networks and optimizers."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=4)
+    tiny2 = [a if a != "1" or i != 3 else "2" for i, a in enumerate(TINY)]
+    assert tiny2[2:4] == ["--surrogate_epochs", "2"]
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "a"), *TINY)
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "a"), *tiny2, "--resume", "true")
+    assert "resuming from checkpoint" in proc.stdout + proc.stderr
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "b"), *tiny2)
+    resumed = torch.load(tmp_path / "a" / "protector.pt", weights_only=False)["state_dict"]
+    straight = torch.load(tmp_path / "b" / "protector.pt", weights_only=False)["state_dict"]
+    flat_r = _flatten(resumed)
+    flat_s = _flatten(straight)
+    assert flat_r.keys() == flat_s.keys() and all(torch.equal(flat_r[k], flat_s[k]) for k in flat_s)
+    summary = json.loads((tmp_path / "a" / "manifest.json").read_text())["summary"]
+    assert summary["skipped_existing"] == 0, "the retrained protector rewrote every image"
+    assert _hashes(tmp_path / "a" / "protected") == _hashes(tmp_path / "b" / "protected")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif torch.is_tensor(v):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_rerun_with_another_epsilon_rewrites(protected_run, tmp_path):
+    """Re-running into the same folder with other settings must not keep the old outputs."""
+    data, _, out, _ = protected_run
+    out2 = tmp_path / "o"
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out2), *TINY)
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out2), *TINY,
+                   "--epsilon", "0.03137254901960784")
+    assert "written anew" in proc.stdout + proc.stderr
+    manifest = json.loads((out2 / "manifest.json").read_text())
+    assert manifest["summary"]["skipped_existing"] == 0
+    assert manifest["summary"]["linf_max"] > 5 / 255, "the files carry the new bound's perturbation"
+
+
 def test_apply_reuses_protector_without_training(protected_run, tmp_path):
     data, _, out, _ = protected_run
     out2 = tmp_path / "applied"

@@ -204,3 +204,22 @@ def test_manifest_every_must_be_positive(tmp_path: Path):
     root = make_synthetic_dataset(tmp_path / "syn", num_images=2, size=(32, 32), seed=3)
     with pytest.raises(ValueError, match="manifest_every"):
         _run_writer(root, tmp_path / "out", manifest_every=0)
+
+
+def test_rerun_with_another_protector_writes_everything_anew(tmp_path: Path):
+    """Outputs are kept on a re-run only if the manifest that recorded them came from the same protector:
+    otherwise a changed protector (retrained, other epsilon) would leave the old perturbations in place."""
+    root = make_synthetic_dataset(tmp_path / "syn", num_images=4, size=(32, 32), seed=3)
+    out = tmp_path / "out"
+    first = _run_writer(root, out)
+    assert first["skipped_existing"] == 0
+    assert _run_writer(root, out)["skipped_existing"] == 4, "same protector: everything is kept"
+    datalist = load_datalist(dataset_dir=str(root))
+    other = _strong_perturbator(1)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)
+    writer = ProtectedDatasetWriter(other, datalist, root, out / "protected", 16, 1, band_width=1, manifest_dir=out)
+    assert writer.fingerprint() != json.loads((out / "manifest.json").read_text())["protector_fingerprint"]
+    assert writer()["skipped_existing"] == 0
+    wider = ProtectedDatasetWriter(_strong_perturbator(1), datalist, root, out / "protected", 16, 1, band_width=2, manifest_dir=out)
+    assert wider()["skipped_existing"] == 0, "same weights, other band width: written anew"
