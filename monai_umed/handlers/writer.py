@@ -82,6 +82,10 @@ def _write_nifti(array: np.ndarray, raw: RawImage, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _as_list(x: Any) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
 def _copy_atomic(src: Path, dst: Path) -> None:
     tmp = _partial(dst)
     shutil.copyfile(src, tmp)
@@ -108,10 +112,11 @@ class ProtectedDatasetWriter:
     **Nothing lost.** The output folder may not be, be inside, or contain the input dataset. Every file is
     written under a temporary name and renamed. The manifest (``manifest.json`` + ``manifest.csv``) records
     per image the source and output paths, SHA-256 of both, PSNR, SSIM, l-inf and the changed fraction; a
-    re-run skips images whose output already matches the manifest's hash, provided the manifest was written by
-    the same protector and settings (:meth:`fingerprint`); otherwise every image is written anew. While writing, the manifest is
-    saved every ``manifest_every`` images and whenever the loop stops on an exception (Ctrl-C included), so a
-    resumed run redoes at most ``manifest_every - 1`` images after a hard kill. (Saving it after every image,
+    re-run skips images whose output, image and masks still match the manifest's hashes, provided the manifest
+    was written by the same protector and settings (:meth:`fingerprint`); otherwise every image is written
+    anew. While writing, the manifest is saved every ``manifest_every`` images and whenever the loop stops on an
+    exception (Ctrl-C included), so a resumed run redoes at most ``manifest_every - 1`` images after a hard
+    kill. (Saving it after every image,
     indented, grows with the square of the dataset size: 4.8 s of JSON encoding for 517 BUSI entries, against
     0.06 s when saved compactly every 25 images.)
 
@@ -254,6 +259,8 @@ class ProtectedDatasetWriter:
             and dst.is_file()
             and sha256_file(dst) == old.get("sha256_output")
             and all(Path(m["output"]).is_file() for m in old.get("masks", []))
+            and [m["source"] for m in old.get("masks", [])] == [str(m) for m in _as_list(item["label"])]
+            and all(sha256_file(m["source"]) == m.get("sha256") for m in old.get("masks", []))
         ):
             return old, True
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -298,9 +305,7 @@ class ProtectedDatasetWriter:
             written_unit = written_unit.reshape(unit.shape).astype(np.float32)
         metrics = invisibility_metrics(torch.as_tensor(unit), torch.as_tensor(written_unit))
         masks = []
-        for m_src, m_rel in zip(
-            item["label"] if isinstance(item["label"], (list, tuple)) else [item["label"]], item["label_rel"]
-        ):
+        for m_src, m_rel in zip(_as_list(item["label"]), item["label_rel"]):
             m_dst = self.output_dir / m_rel
             m_dst.parent.mkdir(parents=True, exist_ok=True)
             _copy_atomic(Path(m_src), m_dst)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from monai_umed.apps import build_perturbator
 from monai_umed.data import LoadMaskd, load_datalist, make_synthetic_dataset
-from monai_umed.handlers import ProtectedDatasetWriter, native_band_width
+from monai_umed.handlers import ProtectedDatasetWriter, native_band_width, sha256_file
 from monai_umed.transforms import ContourBand
 
 EPS = 4 / 255
@@ -223,3 +223,18 @@ def test_rerun_with_another_protector_writes_everything_anew(tmp_path: Path):
     assert writer()["skipped_existing"] == 0
     wider = ProtectedDatasetWriter(_strong_perturbator(1), datalist, root, out / "protected", 16, 1, band_width=2, manifest_dir=out)
     assert wider()["skipped_existing"] == 0, "same weights, other band width: written anew"
+
+
+def test_rerun_rewrites_an_image_whose_mask_changed(tmp_path: Path):
+    root = make_synthetic_dataset(tmp_path / "syn", num_images=4, size=(32, 32), seed=3)
+    out = tmp_path / "out"
+    _run_writer(root, out)
+    mask = sorted((root / "masks").glob("*.png"))[1]
+    arr = np.array(Image.open(mask))
+    arr[:4, :4] = arr.max()  # a corrected annotation: the band and ROI, and so the perturbation, move
+    Image.fromarray(arr).save(mask)
+    summary = _run_writer(root, out)
+    assert summary["skipped_existing"] == 3
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = next(e for e in manifest["images"] if e["masks"][0]["source"] == str(mask))
+    assert entry["masks"][0]["sha256"] == sha256_file(mask)
