@@ -123,8 +123,12 @@ class ProtectedDatasetWriter:
     images as computed in training, and on the files as written (re-read and resized to the training size): the
     protection survives the native-grid resampling and quantization when the last two agree.
 
+    **Baseline protectors.** ``perturbator`` may also be a protector of :mod:`monai_umed.baselines` (anything
+    with ``native_delta(image, label, key) -> (delta, allowed)`` and ``epsilon``): it gives the perturbation on
+    the native grid directly, keyed by the image's name, and the same checks apply with its ``allowed`` mask.
+
     Args:
-        perturbator: trained :class:`UMedPerturbator`.
+        perturbator: trained :class:`UMedPerturbator`, or a baseline protector (see above).
         datalist: entries with ``image``, ``label`` (path or list), ``image_rel``, ``label_rel``.
         dataset_dir: root of the input dataset (to refuse writing inside it).
         output_dir: folder receiving the protected dataset (same relative layout).
@@ -172,6 +176,8 @@ class ProtectedDatasetWriter:
             self.image_size, channels, band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize
         )
         self.manifest_dir = Path(manifest_dir) if manifest_dir is not None else self.output_dir
+        if surrogate is not None and hasattr(perturbator, "native_delta"):
+            raise ValueError("measuring survival with a surrogate needs a UMedPerturbator, not a baseline protector.")
         self.surrogate = surrogate
         self.device = torch.device(device)
         self.settings = settings or {}
@@ -195,9 +201,14 @@ class ProtectedDatasetWriter:
         return self.output_dir / rel
 
     @torch.no_grad()
-    def _perturb(self, unit: np.ndarray, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (model-channel image on the native grid, band | roi mask, delta) for one image."""
+    def _perturb(
+        self, unit: np.ndarray, label: torch.Tensor, key: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return (model-channel image on the native grid, mask of the pixels that may change, delta)."""
         x = self.match_channels({"image": torch.as_tensor(unit, dtype=torch.float32)})["image"]
+        if hasattr(self.perturbator, "native_delta"):  # a baseline protector (monai_umed.baselines)
+            delta, allowed = self.perturbator.native_delta(x, label, key)
+            return x, allowed.cpu(), delta.float().cpu()
         native = tuple(x.shape[1:])
         small = F.interpolate(x[None], size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
         small = small.clamp(0, 1).to(self.device)
@@ -266,7 +277,7 @@ class ProtectedDatasetWriter:
         label = self.load_mask({"label": item["label"]})["label"]
         label = torch.as_tensor(label, dtype=torch.float32)
         unit = to_unit(raw)
-        x, allowed, delta = self._perturb(unit, label)
+        x, allowed, delta = self._perturb(unit, label, str(item.get("name", src.stem)))
         # delta of the model channels -> the file's channels (grey-as-RGB gets the same delta in each)
         file_c = unit.shape[0]
         if delta.shape[0] != file_c:
@@ -340,8 +351,9 @@ class ProtectedDatasetWriter:
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
             h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
         p = self.perturbator
+        bounds = [getattr(getattr(p, part, None), "bound", None) for part in ("contour", "texture")]
         config = (
-            float(p.epsilon), p.contour.bound, p.texture.bound, self.image_size, self.channels, self.band_width,
+            type(p).__name__, float(p.epsilon), *bounds, self.image_size, self.channels, self.band_width,
             self.band_side, self.lbp.num_points, self.lbp.radius, self.lbp.method, self.lbp.normalize,
         )
         h.update(repr(config).encode())

@@ -183,3 +183,17 @@ def test_unsuitable_image_size_fails_before_any_work(protected_run, tmp_path):
     assert "multiple of 16" in proc.stdout + proc.stderr
     assert not out.exists() or not any(p.is_file() for p in out.rglob("*"))
     assert _hashes(data) == before
+
+
+def test_lsp_baseline_bundle(tmp_path):
+    """The LSP baseline protector as a bundle job: no training, the bound holds, the input is untouched."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=4, size=(40, 40), seed=5)
+    before = _hashes(data)
+    out = tmp_path / "lsp"
+    _bundle("protect", "protect_lsp.json", "--dataset_dir", str(data), "--output_dir", str(out), "--patch_size", "8")
+    assert _hashes(data) == before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["protector"] == "lsp" and manifest["settings"]["patch_size"] == 8
+    assert manifest["summary"]["num_images"] == 4 and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    assert manifest["summary"]["changed_fraction_mean"] > 0.5
+    assert sorted(p.name for p in (out / "protected" / "masks").iterdir()) == sorted(p.name for p in (data / "masks").iterdir())
