@@ -40,7 +40,9 @@ def synthetic_entry(n: int) -> dict:
         "linf_units": 4.0,
         "bound_units": 4,
         "changed_fraction": 0.1341234567,
-        "masks": [{"source": src.replace("images", "masks"), "output": src.replace("/data/", "/out/"), "sha256": "2" * 64}],
+        "masks": [
+            {"source": src.replace("images", "masks"), "output": src.replace("/data/", "/out/"), "sha256": "2" * 64}
+        ],
         "surrogate_loss": {"clean": 1.178, "protected_train_size": 0.030, "written": 0.052},
     }
 

@@ -179,10 +179,11 @@ def move_aside(folder: Path) -> None:
 
 
 def protect_complete(protect_dir: Path) -> bool:
-    """The protect job finished: protector, a manifest with a summary, and the protected folder exist."""
+    """The protect job finished: a manifest with a summary, the protected folder and, for UMed, the protector."""
     manifest = read_json(protect_dir / "manifest.json")
+    trained = isinstance(manifest, dict) and (manifest.get("settings") or {}).get("protector", "umed") == "umed"
     return (
-        (protect_dir / "protector.pt").is_file()
+        ((protect_dir / "protector.pt").is_file() or not trained)
         and isinstance(manifest, dict)
         and "summary" in manifest
         and (protect_dir / "protected").is_dir()
@@ -392,7 +393,9 @@ def write_report(
 
     by_key = {(r["data"], r["exploiter"], r["defense"]): r.get("metrics") or {} for r in runs}
     lines = [
-        "# UMed protection report",
+        "# UMed protection report"
+        if args.protector == "umed"
+        else "# Protection report: LSP baseline (Yu et al. 2022)",
         "",
         f"Dataset: `{os.path.abspath(args.dataset_dir)}`"
         + (f" (stems: `{args.stems}`)" if args.stems else "")
@@ -415,8 +418,8 @@ def write_report(
     else:
         lines.append("Invisibility of the protected set: no manifest summary found.")
     if settings:
-        keys = ("epsilon", "image_size", "surrogate_epochs", "generator_epochs", "batch_size", "lr_generator",
-                "lr_surrogate", "band_width", "seed")
+        keys = ("protector", "epsilon", "image_size", "surrogate_epochs", "generator_epochs", "batch_size",
+                "lr_generator", "lr_surrogate", "band_width", "patch_size", "seed")
         lines.append("Protector settings: " + ", ".join(f"{k}={settings[k]}" for k in keys if k in settings) + ".")
     lines += [
         "",
@@ -487,6 +490,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam lr of UMed's generators and surrogate")
     p.add_argument("--exploiter_lr", type=float, default=None, help="Adam lr of the exploiters (default: --lr)")
     p.add_argument(
+        "--protector",
+        default="umed",
+        choices=["umed", "lsp"],
+        help="umed (protect.json) or the LSP baseline (protect_lsp.json, no training)",
+    )
+    p.add_argument(
         "--protect_args", default="", help='extra overrides for the protect run, e.g. "--surrogate_epochs 6"'
     )
     p.add_argument("--test_fraction", type=float, default=0.2)
@@ -549,22 +558,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     protect_cmd = None
     if not args.protected_dir:
-        protect_cmd = bundle_command(
-            "protect",
-            "protect.json",
-            {
-                "dataset_dir": dataset,
-                "datalist": split_file,
-                "output_dir": protect_dir,
+        common = {"dataset_dir": dataset, "datalist": split_file, "output_dir": protect_dir, "seed": args.seed}
+        if args.protector == "lsp":
+            protect_cmd = bundle_command("protect", "protect_lsp.json", common, shlex.split(args.protect_args))
+        else:
+            umed = {
                 "image_size": args.image_size,
                 "batch_size": args.batch_size,
                 "lr_generator": args.lr,
                 "lr_surrogate": args.lr,
-                "seed": args.seed,
                 "device": device,
-            },
-            shlex.split(args.protect_args),
-        )
+            }
+            extra = shlex.split(args.protect_args)
+            protect_cmd = bundle_command("protect", "protect.json", dict(common, **umed), extra)
     runs: list[dict] = []
     for e in args.exploiter_list:
         for data in ("clean", "protected"):

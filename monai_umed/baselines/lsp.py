@@ -43,7 +43,8 @@ class LSPProtector(nn.Module):
     Args:
         in_channels: channels of the images the perturbation is added to.
         epsilon: l-inf bound on the [0, 1] intensity scale (default 4/255, as for UMed).
-        patch_size: side of the constant patches in native pixels (original: 8 for 32x32 images, 32 for 224x224).
+        patch_size: side of the constant patches in native pixels (original: 8 for 32x32 images, 32 for 224x224;
+            default 16, the strongest of 8, 16, 32, 64 on BUSI at 224x224, see the README).
         num_classes: label values a mask may hold (2: background and ROI).
         class_sep: distance of the cluster centroids from the origin along each axis (original: 10).
         max_grid: cells per side of the stored centroid grid.
@@ -54,7 +55,7 @@ class LSPProtector(nn.Module):
         self,
         in_channels: int,
         epsilon: float = 4 / 255,
-        patch_size: int = 32,
+        patch_size: int = 16,
         num_classes: int = 2,
         class_sep: float = 10.0,
         max_grid: int = 64,
@@ -84,7 +85,10 @@ class LSPProtector(nn.Module):
         self.register_buffer("centroids", torch.stack(signs) * self.class_sep)
 
     def extra_repr(self) -> str:
-        return f"in_channels={self.in_channels}, epsilon={self.epsilon:.6g}, patch_size={self.patch_size}, num_classes={self.num_classes}"
+        return (
+            f"in_channels={self.in_channels}, epsilon={self.epsilon:.6g}, patch_size={self.patch_size}, "
+            f"num_classes={self.num_classes}"
+        )
 
     def class_patterns(self, spatial_shape: tuple[int, int], key: str) -> torch.Tensor:
         """The image's pattern of every class, ``[num_classes, C, H, W]``, each l2-projected and clipped."""

@@ -31,7 +31,8 @@ def test_bound_patches_and_classes(channels, shape, patch):
     assert delta.abs().max() <= EPS + 1e-7
     patterns = lsp.class_patterns(shape, "case_1")
     inside = label[0] > 0
-    assert torch.equal(delta[:, inside], patterns[1][:, inside]) and torch.equal(delta[:, ~inside], patterns[0][:, ~inside])
+    assert torch.equal(delta[:, inside], patterns[1][:, inside])
+    assert torch.equal(delta[:, ~inside], patterns[0][:, ~inside])
     # constant over each patch (the original repeats one value per patch and channel)
     for k in range(2):
         p = patterns[k]
