@@ -393,9 +393,11 @@ def write_report(
 
     by_key = {(r["data"], r["exploiter"], r["defense"]): r.get("metrics") or {} for r in runs}
     lines = [
-        "# UMed protection report"
-        if args.protector == "umed"
-        else "# Protection report: LSP baseline (Yu et al. 2022)",
+        {
+            "umed": "# UMed protection report",
+            "lsp": "# Protection report: LSP baseline (Yu et al. 2022)",
+            "em": "# Protection report: EM baseline (Huang et al. 2021)",
+        }[args.protector],
         "",
         f"Dataset: `{os.path.abspath(args.dataset_dir)}`"
         + (f" (stems: `{args.stems}`)" if args.stems else "")
@@ -419,7 +421,7 @@ def write_report(
         lines.append("Invisibility of the protected set: no manifest summary found.")
     if settings:
         keys = ("protector", "epsilon", "image_size", "surrogate_epochs", "generator_epochs", "batch_size",
-                "lr_generator", "lr_surrogate", "band_width", "patch_size", "seed")
+                "lr_generator", "lr_surrogate", "band_width", "patch_size", "max_rounds", "pgd_steps", "seed")
         lines.append("Protector settings: " + ", ".join(f"{k}={settings[k]}" for k in keys if k in settings) + ".")
     lines += [
         "",
@@ -492,8 +494,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--protector",
         default="umed",
-        choices=["umed", "lsp"],
-        help="umed (protect.json) or the LSP baseline (protect_lsp.json, no training)",
+        choices=["umed", "lsp", "em"],
+        help="umed (protect.json), or a baseline: lsp (protect_lsp.json, no training), em (protect_em.json)",
     )
     p.add_argument(
         "--protect_args", default="", help='extra overrides for the protect run, e.g. "--surrogate_epochs 6"'
@@ -561,6 +563,10 @@ def main(argv: list[str] | None = None) -> int:
         common = {"dataset_dir": dataset, "datalist": split_file, "output_dir": protect_dir, "seed": args.seed}
         if args.protector == "lsp":
             protect_cmd = bundle_command("protect", "protect_lsp.json", common, shlex.split(args.protect_args))
+        elif args.protector == "em":
+            em = {"image_size": args.image_size, "batch_size": args.batch_size, "lr": args.lr, "device": device}
+            extra = shlex.split(args.protect_args)
+            protect_cmd = bundle_command("protect", "protect_em.json", dict(common, **em), extra)
         else:
             umed = {
                 "image_size": args.image_size,

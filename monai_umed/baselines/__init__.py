@@ -5,6 +5,7 @@ Each exposes ``native_delta(image, label, key) -> (delta, allowed)`` on an image
 :class:`monai_umed.handlers.ProtectedDatasetWriter` writes with the same guarantees as UMed's perturbations.
 """
 
+from monai_umed.baselines.em import EMProtector, optimize_error_minimizing
 from monai_umed.baselines.lsp import LSPProtector
 
-__all__ = ["LSPProtector"]
+__all__ = ["EMProtector", "LSPProtector", "optimize_error_minimizing"]

@@ -197,3 +197,22 @@ def test_lsp_baseline_bundle(tmp_path):
     assert manifest["summary"]["num_images"] == 4 and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     assert manifest["summary"]["changed_fraction_mean"] > 0.5
     assert sorted(p.name for p in (out / "protected" / "masks").iterdir()) == sorted(p.name for p in (data / "masks").iterdir())
+
+
+def test_em_baseline_bundle(tmp_path):
+    """The EM baseline protector as a bundle job: rounds logged, the bound holds, the input is untouched."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=4, size=(40, 40), seed=5)
+    before = _hashes(data)
+    out = tmp_path / "em"
+    proc = _bundle(
+        "protect", "protect_em.json", "--dataset_dir", str(data), "--output_dir", str(out), "--image_size", "32",
+        "--max_rounds", "2", "--train_steps", "2", "--pgd_steps", "2", "--batch_size", "2",
+    )
+    log = proc.stdout + proc.stderr
+    assert "EM round 1/2" in log and "EM round 2/2" in log
+    assert _hashes(data) == before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["protector"] == "em" and manifest["summary"]["num_images"] == 4
+    assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    proc = _bundle("protect", "protect_em.json", "--output_dir", str(tmp_path / "bad"), "--image_size", "30", check=False)
+    assert proc.returncode != 0 and "multiple of 16" in proc.stdout + proc.stderr

@@ -127,22 +127,30 @@ def test_figure_panels_show_the_images_uncovered(tmp_path):
     np.testing.assert_array_equal(protected_tile, expected)
 
 
-def test_protection_report_with_the_lsp_baseline(tmp_path):
+@pytest.mark.parametrize(
+    "protector, args, title, setting",
+    [
+        ("lsp", "--patch_size 8", "# Protection report: LSP baseline", "patch_size=8"),
+        ("em", "--max_rounds 1 --train_steps 1 --pgd_steps 2 --step_size 0.0157", "# Protection report: EM baseline",
+         "max_rounds=1"),
+    ],
+)
+def test_protection_report_with_a_baseline(tmp_path, protector, args, title, setting):
     ds = make_synthetic_dataset(tmp_path / "ds", num_images=10, size=(32, 32))
     out = tmp_path / "report"
     cmd = [
         sys.executable, str(EXAMPLES / "protection_report.py"), "--dataset_dir", str(ds), "--output_dir", str(out),
         "--image_size", "32", "--max_epochs", "1", "--exploiters", "unet", "--defenses", "none",
-        "--protector", "lsp", "--protect_args", "--patch_size 8", "--quiet",
+        "--protector", protector, "--protect_args", args, "--quiet",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = (out / "report.md").read_text()
-    assert report.startswith("# Protection report: LSP baseline") and "protector=lsp" in report and "patch_size=8" in report
-    assert "protect_lsp.json" in report and "| unet | none |" in report
+    assert report.startswith(title) and f"protector={protector}" in report and setting in report
+    assert f"protect_{protector}.json" in report and "| unet | none |" in report
     manifest = json.loads((out / "protect" / "manifest.json").read_text())
-    assert manifest["settings"]["protector"] == "lsp" and manifest["summary"]["num_images"] == 8
+    assert manifest["settings"]["protector"] == protector and manifest["summary"]["num_images"] == 8
     assert manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     assert (out / "figure.png").is_file() and not (out / "protect" / "protector.pt").exists()
     proc = subprocess.run([*cmd, "--reuse"], env=env, capture_output=True, text=True, timeout=240)
