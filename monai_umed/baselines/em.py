@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from monai_umed.defenses.adversarial import pgd_linf
+
 __all__ = ["EMProtector", "optimize_error_minimizing"]
 
 logger = logging.getLogger("monai_umed")
@@ -57,11 +59,6 @@ class EMProtector(nn.Module):
     def extra_repr(self) -> str:
         return f"images={len(self.keys)}, shape={tuple(self.deltas.shape[1:])}, epsilon={self.epsilon:.6g}"
 
-    def project(self, delta: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """The feasible set: ``|delta| <= epsilon`` and ``image + delta`` in ``[0, 1]``."""
-        delta = delta.clamp(-self.epsilon, self.epsilon)
-        return (image + delta).clamp(0.0, 1.0) - image
-
     @torch.no_grad()
     def native_delta(self, image: torch.Tensor, label: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The perturbation of image ``key`` on the image's own grid; every pixel may change."""
@@ -96,7 +93,8 @@ def optimize_error_minimizing(
 
     Each round: (1) ``train_steps`` batches of surrogate training on ``clip(x + delta)``; (2) for every sample,
     ``pgd_steps`` sign-gradient steps of size ``step_size`` (default ``epsilon / 10``, the original's) that
-    decrease the surrogate's loss, each projected onto the feasible set; (3) the mean loss on the perturbed
+    decrease the surrogate's loss, each projected onto ``|delta| <= epsilon``, ``x + delta`` in [0, 1]
+    (:func:`~monai_umed.defenses.adversarial.pgd_linf` with ``minimize=True``, started at the previous delta); (3) the mean loss on the perturbed
     training set, which stops the rounds once below ``stop_loss`` (the original stops at 99 % training accuracy).
 
     Args:
@@ -128,29 +126,21 @@ def optimize_error_minimizing(
             loss.backward()
             optimizer.step()
         surrogate.eval()
-        for p in surrogate.parameters():
-            p.requires_grad_(False)
-        try:
+        for b in loader:
+            x, y = b["image"].to(device), b["label"].to(device)
+            idx = b[index_key].long()
+            x_p = pgd_linf(
+                surrogate, x, y, loss_function, protector.epsilon, steps=pgd_steps, step_size=step,
+                minimize=True, start=x + deltas[idx].to(device),
+            )
+            deltas[idx] = (x_p - x).to(deltas.device)
+        total, count = 0.0, 0
+        with torch.no_grad():
             for b in loader:
                 x, y = b["image"].to(device), b["label"].to(device)
                 idx = b[index_key].long()
-                delta = deltas[idx].to(device)
-                for _ in range(pgd_steps):
-                    delta.requires_grad_(True)
-                    loss = loss_function(surrogate(x + delta), y)
-                    (grad,) = torch.autograd.grad(loss, delta)
-                    delta = protector.project(delta.detach() - step * grad.sign(), x)
-                deltas[idx] = delta.detach().to(deltas.device)
-            total, count = 0.0, 0
-            with torch.no_grad():
-                for b in loader:
-                    x, y = b["image"].to(device), b["label"].to(device)
-                    idx = b[index_key].long()
-                    total += float(loss_function(surrogate(x + deltas[idx].to(device)), y)) * len(idx)
-                    count += len(idx)
-        finally:
-            for p in surrogate.parameters():
-                p.requires_grad_(True)
+                total += float(loss_function(surrogate(x + deltas[idx].to(device)), y)) * len(idx)
+                count += len(idx)
         mean = total / max(count, 1)
         history.append({"round": r, "loss": mean})
         logger.info("EM round %d/%d: surrogate loss on the perturbed training set %.4f", r, max_rounds, mean)

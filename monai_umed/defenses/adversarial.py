@@ -29,8 +29,13 @@ def pgd_linf(
     step_size: float | None = None,
     random_start: bool = True,
     generator: torch.Generator | None = None,
+    minimize: bool = False,
+    start: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss_fn(model(x), labels)`` in the l-inf ball (Madry et al., ICLR 2018).
+
+    With ``minimize=True`` it descends instead (error-minimizing noise, Huang et al. 2021, as used by
+    :func:`monai_umed.baselines.optimize_error_minimizing`).
 
     ``x_0 = clip_[0,1](images + U(-eps, eps))`` (random start), then ``steps`` times
     ``x_{t+1} = clip_[0,1](Proj_{||x - images||_inf <= eps}(x_t + step_size * sign(grad_x loss)))``.
@@ -55,6 +60,8 @@ def pgd_linf(
         random_start: start from a uniform random point of the eps ball (Madry et al.).
         generator: random generator for the start (on the images' device); ``None`` uses the global RNG, so the
             result is deterministic after ``torch.manual_seed``.
+        minimize: descend on the loss instead of ascending.
+        start: the first iterate (e.g. the previous round's perturbed images); it replaces the random start.
 
     Returns:
         detached adversarial images, a plain ``torch.Tensor`` with the shape, dtype and device of ``images``,
@@ -68,7 +75,11 @@ def pgd_linf(
     x = convert_to_tensor(images, track_meta=False).detach()
     y = convert_to_tensor(labels, track_meta=False).detach()
     lower, upper = x - epsilon, x + epsilon
-    if random_start and epsilon > 0:
+    if start is not None:
+        if start.shape != x.shape:
+            raise ValueError(f"start has shape {tuple(start.shape)}, images {tuple(x.shape)}.")
+        x_adv = torch.minimum(torch.maximum(start.detach().to(x), lower), upper).clamp(0.0, 1.0)
+    elif random_start and epsilon > 0:
         x_adv = x + torch.empty_like(x).uniform_(-epsilon, epsilon, generator=generator)
         x_adv = x_adv.clamp(0.0, 1.0)
     else:
@@ -80,6 +91,6 @@ def pgd_linf(
             if loss.ndim > 0:
                 loss = loss.mean()
             (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = x_adv.detach() + step_size * grad.sign()
+            x_adv = x_adv.detach() + (-step_size if minimize else step_size) * grad.sign()
             x_adv = torch.minimum(torch.maximum(x_adv, lower), upper).clamp(0.0, 1.0)
     return x_adv.detach()

@@ -202,12 +202,15 @@ class ProtectedDatasetWriter:
 
     @torch.no_grad()
     def _perturb(
-        self, unit: np.ndarray, label: torch.Tensor, key: str
+        self, unit: np.ndarray, label: torch.Tensor, key: str, src: Path
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (model-channel image on the native grid, mask of the pixels that may change, delta)."""
         x = self.match_channels({"image": torch.as_tensor(unit, dtype=torch.float32)})["image"]
         if hasattr(self.perturbator, "native_delta"):  # a baseline protector (monai_umed.baselines)
-            delta, allowed = self.perturbator.native_delta(x, label, key)
+            try:
+                delta, allowed = self.perturbator.native_delta(x, label, key)
+            except ValueError as e:
+                raise ValueError(f"{src}: {e}") from e
             return x, allowed.cpu(), delta.float().cpu()
         native = tuple(x.shape[1:])
         small = F.interpolate(x[None], size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
@@ -277,7 +280,7 @@ class ProtectedDatasetWriter:
         label = self.load_mask({"label": item["label"]})["label"]
         label = torch.as_tensor(label, dtype=torch.float32)
         unit = to_unit(raw)
-        x, allowed, delta = self._perturb(unit, label, str(item.get("name", src.stem)))
+        x, allowed, delta = self._perturb(unit, label, str(item.get("name", src.stem)), src)
         # delta of the model channels -> the file's channels (grey-as-RGB gets the same delta in each)
         file_c = unit.shape[0]
         if delta.shape[0] != file_c:

@@ -99,3 +99,12 @@ def test_writer_refuses_survival_measurement_for_baselines(tmp_path: Path):
             LSPProtector(1), load_datalist(dataset_dir=str(root)), root, tmp_path / "o", 32, 1,
             surrogate=torch.nn.Conv2d(1, 2, 1),
         )
+
+
+def test_writer_names_the_file_a_baseline_cannot_protect(tmp_path: Path):
+    root = make_synthetic_dataset(tmp_path / "syn", num_images=1, size=(48, 48), seed=2)
+    datalist = load_datalist(dataset_dir=str(root))
+    writer = ProtectedDatasetWriter(LSPProtector(1, patch_size=4, max_grid=8), datalist, root, tmp_path / "o", 32, 1)
+    with pytest.raises(ValueError, match=r"images/.*\.png: an image of 48x48 pixels needs 12x12 patches"):
+        writer()
+    assert not list((tmp_path / "o").rglob("*.png")), "nothing half-written"

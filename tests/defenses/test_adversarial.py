@@ -98,3 +98,21 @@ def test_edge_cases(trained):
     assert torch.equal(pgd_linf(model, x, y, loss_fn, steps=0, random_start=False), x)
     with pytest.raises(ValueError, match="epsilon"):
         pgd_linf(model, x, y, loss_fn, epsilon=-1.0)
+
+
+def test_minimize_from_a_start_decreases_loss(trained):
+    """``minimize=True`` descends (EM's error-minimizing step) and ``start`` is the first iterate, projected."""
+    model, x, y, loss_fn = trained
+    model.eval()
+    with torch.no_grad():
+        clean = loss_fn(model(x), y).item()
+        down = pgd_linf(model, x, y, loss_fn, minimize=True, random_start=False)
+        up = pgd_linf(model, x, y, loss_fn, random_start=False)
+        assert loss_fn(model(down), y).item() < clean < loss_fn(model(up), y).item()
+        far = x + 10 * EPS  # outside the ball: projected back
+        s0 = pgd_linf(model, x, y, loss_fn, steps=0, start=far)
+        assert torch.allclose(s0, (x + EPS).clamp(0, 1))
+        again = pgd_linf(model, x, y, loss_fn, steps=2, minimize=True, start=down)
+        assert loss_fn(model(again), y).item() <= loss_fn(model(down), y).item() + 1e-6
+    with pytest.raises(ValueError, match="start has shape"):
+        pgd_linf(model, x, y, loss_fn, start=x[:1])
