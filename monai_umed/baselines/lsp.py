@@ -58,7 +58,7 @@ class LSPProtector(nn.Module):
         patch_size: int = 16,
         num_classes: int = 2,
         class_sep: float = 10.0,
-        max_grid: int = 256,
+        max_grid: int = 64,
         seed: int = 0,
     ) -> None:
         super().__init__()
