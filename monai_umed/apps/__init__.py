@@ -1,7 +1,9 @@
 # Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
 """Job-level glue used by the bundle configs (``bundles/umed/configs``)."""
 
+from monai_umed.apps.cli import check_cli_options, start_job
 from monai_umed.apps.protect import (
+    EPSILON_WARN,
     PROTECTOR_FORMAT,
     as_bool,
     MatchChannelsd,
@@ -11,6 +13,7 @@ from monai_umed.apps.protect import (
     infer_channels,
     latest_checkpoint,
     load_protector,
+    parse_epsilon,
     prior_transforms,
     resolve_dataset,
     save_protector,

@@ -10,17 +10,19 @@ from __future__ import annotations
 import logging
 import math
 import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import AsDiscreted, Compose, EnsureTyped, MapTransform, Resized
+from monai.transforms import AsDiscreted, Compose, EnsureTyped, MapTransform, Resized, SelectItemsd
 
 from monai_umed.data import LoadImageUnitd, LoadMaskd, load_datalist, make_synthetic_dataset, read_raw, validate_datalist
 from monai_umed.networks import ContourPerturbator, TexturePerturbator, UMedPerturbator
 from monai_umed.transforms import ContourBandd, LBPTextureMapd
+from monai_umed.utils import UserInputError, atomic_write, is_temp_path
 
 __all__ = [
     "check_image_size",
@@ -36,6 +38,8 @@ __all__ = [
     "PROTECTOR_FORMAT",
     "latest_checkpoint",
     "as_bool",
+    "parse_epsilon",
+    "EPSILON_WARN",
 ]
 
 logger = logging.getLogger("monai_umed")
@@ -57,12 +61,27 @@ def check_output_dir(dataset_dir: str | os.PathLike, output_dir: str | os.PathLi
     src = Path(dataset_dir).resolve()
     dst = Path(output_dir).resolve()
     if dst == src or _is_within(dst, src):
-        raise ValueError(
+        raise UserInputError(
             f"output folder {dst} is the input dataset {src} or inside it; monai_umed never writes into the "
             "input dataset. Choose an output folder outside it."
         )
     if _is_within(src, dst):
-        raise ValueError(f"output folder {dst} contains the input dataset {src}; choose a folder beside it.")
+        raise UserInputError(f"output folder {dst} contains the input dataset {src}; choose a folder beside it.")
+
+
+def _common_folder(items: Sequence[dict]) -> str | None:
+    """The deepest folder that holds every image and mask file of a datalist (``None`` if there is none)."""
+    files = []
+    for item in items:
+        files.append(os.path.abspath(item["image"]))
+        label = item.get("label")
+        files += [os.path.abspath(p) for p in ([label] if isinstance(label, (str, os.PathLike)) else label or [])]
+    if not files:
+        return None
+    try:
+        return os.path.commonpath([os.path.dirname(f) for f in files])
+    except ValueError:
+        return None
 
 
 def resolve_dataset(
@@ -81,6 +100,10 @@ def resolve_dataset(
     segmentation-like dataset generated on the fly with MONAI's ``create_test_image_2d`` into
     ``<output_dir>/synthetic_input`` (logged loudly). Every problem of the dataset is reported in one error
     before any training starts.
+
+    Raises:
+        UserInputError: the output folder is, is inside or contains the dataset; the dataset has a problem
+            (:class:`~monai_umed.data.DatasetValidationError`); or no mask has any foreground.
     """
     if not dataset_dir and not datalist:
         root = Path(output_dir) / "synthetic_input"
@@ -94,11 +117,22 @@ def resolve_dataset(
         )
         make_synthetic_dataset(root, num_images=synthetic_images, size=(synthetic_size, synthetic_size), seed=seed)
         dataset_dir = str(root)
+        synthetic = True
+    else:
+        synthetic = False
     items = load_datalist(dataset_dir=dataset_dir, datalist=datalist, key=key, stems=stems)
     root = Path(dataset_dir) if dataset_dir else Path(datalist).parent
-    validate_datalist(items, dataset_dir=root)
+    if not synthetic:  # the embedded dataset is generated inside the output folder on purpose
+        check_output_dir(dataset_dir or _common_folder(items) or root, output_dir)
+    report = validate_datalist(items, dataset_dir=root)
     if not items:
-        raise ValueError(f"no images found in {dataset_dir or datalist}.")
+        raise UserInputError(f"no images found in {dataset_dir or datalist}.")
+    if len(report.empty_masks) == len(items):
+        raise UserInputError(
+            f"no image has an ROI: all {len(items)} masks in {dataset_dir or datalist} are empty (all zero). UMed "
+            "perturbs only around and inside the regions of interest, so nothing would be protected; check that "
+            "the masks are the right files."
+        )
     logger.info("dataset %s: %d image/mask pairs validated.", root, len(items))
     return items, root
 
@@ -147,6 +181,41 @@ class MatchChannelsd(MapTransform):
         return d
 
 
+#: Above this epsilon a warning says that the perturbation may become visible (the paper uses 4/255 and 8/255).
+EPSILON_WARN = 16 / 255
+
+
+def parse_epsilon(value: Any, name: str = "epsilon") -> float:
+    """Epsilon as a float in (0, 1): a number, or a string such as ``"8/255"`` or ``"0.0314"``.
+
+    Epsilon is the l-inf bound on the package's [0, 1] intensity scale. Values above :data:`EPSILON_WARN` are
+    accepted with a warning (the perturbation may become visible).
+
+    Raises:
+        UserInputError: not a number or fraction, not finite, or outside (0, 1).
+    """
+    text = str(value).strip()
+    try:
+        if isinstance(value, str) and "/" in text:
+            num, den = text.split("/", 1)
+            eps = float(num) / float(den)
+        else:
+            eps = float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise UserInputError(f"--{name} {value!r}: not a number; give e.g. 4/255 or 0.0157.") from None
+    if not math.isfinite(eps) or not 0 < eps < 1:
+        raise UserInputError(
+            f"--{name} {value!r}: must be in (0, 1) on the [0, 1] intensity scale (e.g. 4/255 = 0.0157); "
+            f"{eps:g} would {'destroy' if eps >= 1 else 'not perturb'} the images."
+        )
+    if eps > EPSILON_WARN:
+        logger.warning(
+            "--%s %s = %.2f/255 is above %.0f/255: the perturbation may be visible (the paper uses 4/255 and 8/255).",
+            name, text, eps * 255, EPSILON_WARN * 255,
+        )
+    return eps
+
+
 def check_image_size(image_size: int | Sequence[int], *strides: Sequence[int]) -> tuple[int, ...]:
     """Check that the training size suits every network: each side a multiple of the product of each stride list.
 
@@ -158,13 +227,13 @@ def check_image_size(image_size: int | Sequence[int], *strides: Sequence[int]) -
     try:
         size = tuple(int(s) for s in size)
     except (TypeError, ValueError):
-        raise ValueError(f"image_size must be an integer or a pair of integers, got {image_size!r}.") from None
+        raise UserInputError(f"--image_size must be an integer or a pair of integers, got {image_size!r}.") from None
     multiple = 1
     for stride_list in strides:
         multiple = math.lcm(multiple, math.prod(int(s) for s in stride_list))
     if any(s < multiple or s % multiple for s in size):
-        raise ValueError(
-            f"image_size {image_size!r} does not suit the networks: each side must be a positive multiple of "
+        raise UserInputError(
+            f"--image_size {image_size!r} does not suit the networks: each side must be a positive multiple of "
             f"{multiple} (they downsample by {multiple}); e.g. {max(multiple, round(size[0] / multiple) * multiple)}."
         )
     return size
@@ -209,15 +278,25 @@ def prior_transforms(
     )
 
 
-def umed_transforms(image_size: int | Sequence[int], channels: int, **prior_kwargs: Any) -> Compose:
+def umed_transforms(
+    image_size: int | Sequence[int], channels: int, extra_keys: Sequence[str] = (), **prior_kwargs: Any
+) -> Compose:
     """Load an image/mask pair from a datalist entry and apply :func:`prior_transforms`.
 
     The result is one flat ``Compose`` of deterministic transforms, so that ``CacheDataset`` caches all of it,
     priors included: a nested ``Compose`` counts as randomizable and stops the caching before the LBP and the
     contour band, which were then recomputed in every epoch (0.28 s per batch of 16 at 96x96 on 2 CPU cores).
+    Only ``image``, ``label`` and ``extra_keys`` (e.g. the EM baseline's per-sample index) reach the loader.
     """
     return Compose(
-        [LoadImageUnitd("image"), LoadMaskd("label"), prior_transforms(image_size, channels, **prior_kwargs)]
+        [
+            LoadImageUnitd("image"),
+            LoadMaskd("label"),
+            # only tensors go on to the loader: the datalist's own keys (``label_rel`` is a list of one or more
+            # paths, e.g. BUSI's extra ``_mask_1`` files) cannot be collated into a batch
+            SelectItemsd(["image", "label", *extra_keys]),
+            prior_transforms(image_size, channels, **prior_kwargs),
+        ]
     ).flatten()
 
 
@@ -267,10 +346,22 @@ def save_protector(path: str | os.PathLike, perturbator: UMedPerturbator, settin
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save({"format": PROTECTOR_FORMAT, "settings": settings, "state_dict": perturbator.state_dict()}, tmp)
-    os.replace(tmp, path)
-    return path
+    payload = {"format": PROTECTOR_FORMAT, "settings": _plain(settings), "state_dict": perturbator.state_dict()}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _plain(value: Any) -> Any:
+    """Settings as plain Python data (what ``torch.load(weights_only=True)`` accepts): numpy scalars and
+    paths become numbers and strings."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
 
 
 def load_protector(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UMedPerturbator, dict]:
@@ -278,24 +369,52 @@ def load_protector(path: str | os.PathLike, device: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"protector file not found: {path}")
-    payload = torch.load(path, map_location=device, weights_only=False)
+    try:
+        # weights_only: a protector file holds tensors and plain settings only, so loading one that someone else
+        # shared can never run code (a pickled object of any other type is refused)
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserInputError(
+            f"{path}: refused to load: it holds objects other than tensors and plain settings, which could run "
+            f"code ({str(e).splitlines()[0]}). Only use protector files written by monai_umed."
+        ) from None
+    except Exception as e:  # truncated or corrupt zip archive, not a torch file at all, ...
+        raise UserInputError(f"{path}: not a readable protector file ({type(e).__name__}: {e}).") from None
     if not isinstance(payload, dict) or payload.get("format") != PROTECTOR_FORMAT:
-        raise ValueError(f"{path} is not a monai_umed protector file (expected format {PROTECTOR_FORMAT}).")
-    settings = payload["settings"]
-    perturbator = build_perturbator(**settings["perturbator"]).to(device)
-    perturbator.load_state_dict(payload["state_dict"])
+        raise UserInputError(f"{path} is not a monai_umed protector file (expected format {PROTECTOR_FORMAT}).")
+    try:
+        settings = payload["settings"]
+        perturbator = build_perturbator(**settings["perturbator"]).to(device)
+        perturbator.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserInputError(f"{path}: damaged protector file ({type(e).__name__}: {e}).") from None
     perturbator.eval()
     return perturbator, settings
 
 
 def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str:
-    """The most recent ``*.pt`` checkpoint written by MONAI's ``CheckpointSaver`` in ``checkpoint_dir``."""
+    """The most recent readable ``*.pt`` checkpoint in ``checkpoint_dir`` (written by :class:`CheckpointSaver`).
+
+    Checkpoints are tried newest first; one that cannot be loaded (truncated by a kill or a full disk, or holding
+    anything but tensors and plain data) is skipped with a warning naming it.
+
+    Raises:
+        UserInputError: the folder holds no readable checkpoint.
+    """
     folder = Path(checkpoint_dir)
-    files = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+    files = [p for p in folder.glob("*.pt") if not is_temp_path(p)] if folder.is_dir() else []
+    files.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     if not files:
-        raise FileNotFoundError(f"--resume was given but no checkpoint (*.pt) exists in {folder}.")
-    logger.info("resuming from checkpoint %s", files[-1])
-    return str(files[-1])
+        raise UserInputError(f"--resume was given but no checkpoint (*.pt) exists in {folder}.")
+    for path in files:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            logger.warning("skipping checkpoint %s: it cannot be read (%s: %s)", path, type(e).__name__, str(e)[:200])
+            continue
+        logger.info("resuming from checkpoint %s", path)
+        return str(path)
+    raise UserInputError(f"--resume was given but no checkpoint in {folder} can be read: " + ", ".join(p.name for p in files))
 
 
 def as_bool(value: Any, name: str = "value") -> bool | None:
@@ -316,4 +435,4 @@ def as_bool(value: Any, name: str = "value") -> bool | None:
         return False
     if text in ("none", "null", "auto"):
         return None
-    raise ValueError(f"{name}: cannot read {value!r} as true/false.")
+    raise UserInputError(f"--{name} {value!r}: cannot read it as true/false.")

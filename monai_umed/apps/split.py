@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from monai_umed.data import load_datalist, select_stems, validate_datalist
+from monai_umed.utils import UserInputError, atomic_write_text
 
 __all__ = ["make_split", "write_split", "SPLIT_KEYS"]
 
@@ -48,14 +49,14 @@ def _natural_key(text: str) -> tuple:
 def _relative(path: str, root: str) -> str:
     rel = os.path.relpath(os.path.abspath(path), root)
     if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
-        raise ValueError(f"{path} is outside the dataset folder {root}; a split stores paths relative to it.")
+        raise UserInputError(f"{path} is outside the dataset folder {root}; a split stores paths relative to it.")
     return Path(rel).as_posix()
 
 
 def _split_entry(item: dict, root: str) -> dict[str, Any]:
     label = item.get("label")
     if label is None:
-        raise ValueError(f"{item.get('image')}: case has no mask ('label'); a segmentation split needs one per case.")
+        raise UserInputError(f"{item.get('image')}: case has no mask ('label'); a segmentation split needs one per case.")
     labels = [label] if isinstance(label, (str, os.PathLike)) else list(label)
     rels = [_relative(os.fspath(p), root) for p in labels]
     return {
@@ -104,7 +105,7 @@ def make_split(
     """
     test_fraction = float(test_fraction)
     if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}.")
+        raise UserInputError(f"test_fraction must be in (0, 1), got {test_fraction}.")
     if datalist is None or isinstance(datalist, (str, os.PathLike)):
         items = load_datalist(dataset_dir=dataset_dir, datalist=datalist, key="training", stems=stems)
     else:
@@ -116,14 +117,14 @@ def make_split(
     elif isinstance(datalist, (str, os.PathLike)):
         root = os.path.dirname(os.path.abspath(datalist))
     else:
-        raise ValueError("give dataset_dir: the split's paths are relative to it.")
+        raise UserInputError("give dataset_dir: the split's paths are relative to it.")
     if validate:
         validate_datalist(items, dataset_dir=dataset_dir)
     entries = sorted((_split_entry(e, root) for e in items), key=lambda e: (_natural_key(e["name"]), e["image"]))
     n = len(entries)
     n_test = int(math.ceil(n * test_fraction - 1e-9))
     if n < 2 or n_test < 1 or n_test >= n:
-        raise ValueError(
+        raise UserInputError(
             f"cannot split {n} case(s) of {root} with test_fraction={test_fraction}: both sets must be non-empty."
         )
     perm = np.random.default_rng(int(seed)).permutation(n)
@@ -145,19 +146,6 @@ def make_split(
     }
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_split(
     dataset_dir: str | os.PathLike | None,
     output_file: str | os.PathLike,
@@ -166,11 +154,23 @@ def write_split(
     stems: str | os.PathLike | Iterable[str] | None = None,
     datalist: str | os.PathLike | Sequence[dict] | None = None,
 ) -> Path:
-    """Compute :func:`make_split` and write it as JSON to ``output_file`` atomically (temporary file +
-    ``os.replace``); logs the counts. Returns the path written."""
-    split = make_split(dataset_dir, test_fraction=test_fraction, seed=seed, stems=stems, datalist=datalist)
+    """Compute :func:`make_split` and write it as JSON to ``output_file`` atomically
+    (:func:`~monai_umed.utils.atomic_write`); logs the counts. Returns the path written.
+
+    Raises:
+        UserInputError: ``output_file`` is inside ``dataset_dir`` (the dataset is never written to).
+    """
     out = Path(output_file)
-    _atomic_write_json(out, split)
+    if dataset_dir is not None:
+        src, dst = Path(dataset_dir).resolve(), out.resolve()
+        if dst.parent == src or src in dst.parents:
+            raise UserInputError(
+                f"--output_file {out} is inside the dataset folder {dataset_dir}; monai_umed never writes into an "
+                "input dataset. Write the split beside it."
+            )
+    split = make_split(dataset_dir, test_fraction=test_fraction, seed=seed, stems=stems, datalist=datalist)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(split, indent=2, ensure_ascii=False) + "\n")
     logger.info(
         "split of %s: %d training / %d test cases (test_fraction=%s, seed=%d) written to %s",
         dataset_dir if dataset_dir is not None else datalist,

@@ -41,6 +41,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from monai_umed.utils import UserInputError
 from monai_umed.data.io import SUPPORTED_IMAGE_SUFFIXES, PathLike, is_supported_image, stem_of
 
 __all__ = [
@@ -78,7 +79,7 @@ _SUPPORTED_TEXT = "'folders' (images/ + masks/ paired by file stem; also " + ", 
 ) + "), 'busi' (<class>/<name>.png beside <name>_mask.png[, <name>_mask_1.png ...]), or a JSON datalist (datalist=...)"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserInputError):
     """The dataset folder or datalist cannot be used (missing folder, unrecognised layout, bad JSON...)."""
 
 
@@ -119,7 +120,7 @@ def _rel(path: str, root: str) -> str:
 
 
 def _listing(folder: str) -> list[str]:
-    """Regular, non-hidden files of ``folder`` (names), natural order."""
+    """Regular, non-hidden files of ``folder`` (names; broken symbolic links included), natural order."""
     try:
         entries = list(os.scandir(folder))
     except OSError as exc:
@@ -127,7 +128,11 @@ def _listing(folder: str) -> list[str]:
     names = [
         e.name
         for e in entries
-        if not e.name.startswith(".") and e.name.lower() not in _JUNK_FILES and e.is_file()
+        if not e.name.startswith(".")
+        and e.name.lower() not in _JUNK_FILES
+        # a broken symbolic link is listed too, so that validation names it instead of its partner file
+        # being reported without a match
+        and (e.is_file() or (e.is_symlink() and not os.path.exists(e.path)))
     ]
     return sorted(names, key=_natural_key)
 

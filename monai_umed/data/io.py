@@ -34,6 +34,8 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 from PIL import Image, UnidentifiedImageError
 
+from monai_umed.utils import UserInputError
+
 __all__ = [
     "SUPPORTED_IMAGE_SUFFIXES",
     "NIFTI_SUFFIXES",
@@ -78,7 +80,7 @@ _LOSSY_FORMATS: frozenset[str] = frozenset({"JPEG"})
 _JUNK_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError, TypeError, IndexError)
 
 
-class ImageReadError(ValueError):
+class ImageReadError(UserInputError):
     """An image or mask file could not be read; the message names the file and the problem.
 
     Args:
@@ -118,6 +120,8 @@ class RawImage:
         info: PIL's ``Image.info`` (dpi, ICC profile, ...) for writing a faithful copy; empty for NIfTI.
         converted: for palette images only, the ``(H, W, 3)`` RGB array from ``Image.convert("RGB")``
             that :func:`to_unit` uses.
+        slope, inter: NIfTI scaling (``scl_slope``, ``scl_inter``): :attr:`array` holds the values a reader gets,
+            ``stored * slope + inter``; ``1.0`` and ``0.0`` when the file is not scaled (and for raster files).
     """
 
     array: np.ndarray
@@ -129,6 +133,8 @@ class RawImage:
     native_shape: tuple[int, ...] = ()
     info: dict = field(default_factory=dict, repr=False)
     converted: np.ndarray | None = field(default=None, repr=False)
+    slope: float = 1.0
+    inter: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.native_shape:
@@ -138,6 +144,20 @@ class RawImage:
     def spatial_shape(self) -> tuple[int, int]:
         """``(H, W)``."""
         return int(self.array.shape[0]), int(self.array.shape[1])
+
+    @property
+    def scaled(self) -> bool:
+        """Whether the stored values are scaled on reading (NIfTI ``scl_slope`` / ``scl_inter``)."""
+        return self.slope != 1.0 or self.inter != 0.0
+
+    def stored(self) -> np.ndarray:
+        """The array as stored on disk before scaling (squeezed like :attr:`array`): :attr:`array` itself for
+        an unscaled file, else the raw NIfTI data (``dataobj.get_unscaled()``) in the on-disk dtype."""
+        if not self.scaled:
+            return self.array
+        import nibabel as nib
+
+        return _native_byteorder(np.asarray(np.squeeze(nib.load(self.path).dataobj.get_unscaled())))
 
     @property
     def has_alpha(self) -> bool:
@@ -181,6 +201,8 @@ def stem_of(path: PathLike) -> str:
 
 def _check_file(path: Path) -> None:
     if not path.exists():
+        if path.is_symlink():
+            raise ImageReadError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)")
         raise ImageReadError(path, "file not found")
     if not path.is_file():
         raise ImageReadError(path, "not a regular file")
@@ -220,6 +242,8 @@ def _read_nifti(path: Path) -> RawImage:
         nifti_header=img.header.copy(),
         affine=np.asarray(img.affine, dtype=np.float64),
         native_shape=native_shape,
+        slope=float(getattr(img.dataobj, "slope", 1.0)),
+        inter=float(getattr(img.dataobj, "inter", 0.0)),
     )
 
 

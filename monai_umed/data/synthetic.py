@@ -12,6 +12,7 @@ from monai.data import create_test_image_2d
 from PIL import Image
 
 from monai_umed.data.io import PathLike
+from monai_umed.utils import atomic_write, atomic_write_text
 
 __all__ = ["make_synthetic_dataset", "SYNTHETIC_STEM"]
 
@@ -29,23 +30,11 @@ Parameters: num_images={num_images}, size={size}, num_objects={num_objects}, see
 
 
 def _write_atomic_png(array: np.ndarray, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"), fsync=False)
 
 
 def _write_atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, text)
 
 
 def make_synthetic_dataset(

@@ -28,6 +28,7 @@ import numpy as np
 
 from PIL import Image
 
+from monai_umed.utils import UserInputError
 from monai_umed.data.adapters import DatasetError, _require_dir, detect_layout, find_orphans
 from monai_umed.data.io import (
     ALPHA_MODES,
@@ -41,12 +42,15 @@ from monai_umed.data.io import (
     read_raw,
 )
 
-__all__ = ["DatasetValidationError", "ValidationReport", "image_header", "validate_datalist"]
+__all__ = ["MIN_IMAGE_SIDE", "DatasetValidationError", "ValidationReport", "image_header", "validate_datalist"]
 
 logger = logging.getLogger(__name__)
 
+#: Smallest image side accepted (the contour band, the LBP neighbourhood and SSIM's window need a few pixels).
+MIN_IMAGE_SIDE = 8
 
-class DatasetValidationError(ValueError):
+
+class DatasetValidationError(UserInputError):
     """Everything wrong with a dataset, found in one pass.
 
     Attributes:
@@ -111,6 +115,7 @@ def image_header(path: PathLike, decode: bool = False) -> tuple[int, int, int, s
     p = os.fspath(path)
     if is_nifti(p):
         raw = read_raw(p)
+        _check_finite(raw.array, p)
         return (*raw.spatial_shape, 1, "NIFTI")
     _check_file(Path(p))
     try:
@@ -122,6 +127,8 @@ def image_header(path: PathLike, decode: bool = False) -> tuple[int, int, int, s
                 raise ImageReadError(p, f"multi-frame image ({n_frames} frames); only 2D images are supported")
             if decode or fmt != "PNG":
                 im.load()
+                if mode in ("F", "I;16F") or mode.startswith("F;"):
+                    _check_finite(np.asarray(im), p)
             else:
                 im.verify()
     except ImageReadError:
@@ -131,6 +138,15 @@ def image_header(path: PathLike, decode: bool = False) -> tuple[int, int, int, s
     except _JUNK_ERRORS as exc:
         raise ImageReadError(p, f"cannot read image: {type(exc).__name__}: {exc}") from exc
     return h, w, _pil_channels(mode, bands), mode
+
+
+def _check_finite(array: np.ndarray, path: str) -> None:
+    if np.issubdtype(array.dtype, np.floating):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise ImageReadError(
+                path, f"image has {bad} non-finite value(s) (NaN or +-inf); replace them before protecting"
+            )
 
 
 def _dedupe(items: Iterable[str]) -> list[str]:
@@ -210,6 +226,10 @@ def validate_datalist(
         try:
             h, w, channels, mode = image_header(image, decode=decode_images)
             img_hw = (h, w)
+            if min(h, w) < MIN_IMAGE_SIDE:
+                problems.append(
+                    f"{image}: image is {h}x{w} (HxW) pixels; monai_umed needs at least {MIN_IMAGE_SIDE} pixels a side"
+                )
             if channels not in allowed:
                 problems.append(
                     f"{image}: unsupported channel count {channels} (mode {mode}); allowed: "

@@ -9,7 +9,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +21,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 from monai_umed.apps.protect import MatchChannelsd, check_output_dir, prior_transforms
-from monai_umed.data import LoadMaskd, RawImage, from_unit, intensity_range, read_raw, to_unit
+from monai_umed.data import LoadMaskd, RawImage, intensity_range, read_raw, to_unit
 from monai_umed.handlers.metrics import invisibility_metrics
 from monai_umed.networks import UMedPerturbator, compose_protected, contour_perturbation, texture_perturbation
 from monai_umed.transforms import ContourBand, LBPTextureMap
+from monai_umed.utils import OutputLock, UserInputError, atomic_copy, atomic_write, atomic_write_json, is_temp_path, lock_output_dir
 
-__all__ = ["ProtectedDatasetWriter", "sha256_file", "atomic_write_json", "native_band_width"]
+__all__ = [
+    "ProtectedDatasetWriter",
+    "sha256_file",
+    "atomic_write_json",
+    "native_band_width",
+    "file_values",
+    "quantize_protected",
+    "check_written",
+]
 
 logger = logging.getLogger("monai_umed")
 
@@ -41,22 +49,6 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
-    """Write JSON under a temporary name and rename it, so a reader never sees a half-written file.
-
-    ``indent=None`` writes compact JSON with the standard library's C encoder (several times faster than the
-    indented form, which the pure-Python encoder writes)."""
-    path = Path(path)
-    tmp = _partial(path)
-    with open(tmp, "w") as f:
-        f.write(json.dumps(obj, indent=indent, allow_nan=True))
-    os.replace(tmp, path)
-
-
 def native_band_width(width: int, train_shape: Sequence[int], native_shape: Sequence[int]) -> int:
     """The contour band width on a file's native grid: the training width scaled by the linear size ratio
     ``sqrt(native_pixels / train_pixels)``, so the band covers the same fraction of the object."""
@@ -64,32 +56,117 @@ def native_band_width(width: int, train_shape: Sequence[int], native_shape: Sequ
     return max(1, int(round(width * ratio)))
 
 
-def _write_raster(array: np.ndarray, raw: RawImage, dst: Path) -> None:
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        Path(child).resolve().relative_to(Path(parent).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def file_values(raw: RawImage) -> np.ndarray:
+    """The values a reader gets from an image file, in the file's layout: ``raw.array`` (NIfTI: after
+    ``scl_slope`` / ``scl_inter``), except palette images, whose values are their RGB colours."""
+    return raw.converted if raw.converted is not None else raw.array
+
+
+def _stored_parts(raw: RawImage) -> tuple[np.ndarray, np.ndarray | None]:
+    """(colour array as it will be stored, alpha channel or ``None``); palette images are stored as RGB."""
+    if raw.converted is not None:
+        return raw.converted, None
+    if raw.has_alpha:
+        return raw.array[..., :-1], raw.array[..., -1]
+    return raw.stored(), None
+
+
+def quantize_protected(raw: RawImage, delta: np.ndarray, epsilon: float) -> tuple[np.ndarray, float, float]:
+    """The protected image in the file's stored dtype and layout, inside the bound on the values a reader gets.
+
+    ``delta`` is ``[C, H, W]`` on the [0, 1] scale (C = the file's colour channels). With ``(lo, hi) =
+    intensity_range`` of the colour values, the bound is ``B = epsilon * (hi - lo)`` in the file's value units.
+    Integer storage has a quantum ``q`` (1, or ``|scl_slope|`` for a scaled NIfTI): the change is rounded to the
+    nearest whole number of quanta and then capped at ``floor(B / q)`` quanta, so rounding can never cross the
+    bound (a tolerance of 1e-6 quanta absorbs float error such as ``4/255 * 255 = 3.9999999999999996``).
+    Float storage adds the change clipped to ``[-B, B]``. Values stay inside ``[lo, hi]``; alpha is kept.
+
+    Returns:
+        ``(array to write, B, q)``, ``q = 0`` for float storage.
+    """
+    colour, alpha = _stored_parts(raw)
+    lo, hi = intensity_range(file_values(raw)[..., :-1] if raw.has_alpha else file_values(raw))
+    bound = float(epsilon) * (hi - lo)
+    d = np.asarray(delta, dtype=np.float64) * (hi - lo)
+    d = d[0] if colour.ndim == 2 else np.moveaxis(d, 0, -1)
+    slope, inter = raw.slope, raw.inter
+    s_lo, s_hi = sorted(((lo - inter) / slope, (hi - inter) / slope))
+    stored = colour.astype(np.float64)
+    if colour.dtype == np.bool_ or np.issubdtype(colour.dtype, np.integer):
+        q = abs(slope)
+        levels = math.floor(bound / q + 1e-6)
+        step = np.clip(np.rint(d / slope), -levels, levels)
+        info = np.iinfo(colour.dtype) if colour.dtype != np.bool_ else None
+        s_lo = math.ceil(s_lo - 1e-9) if info is None else max(math.ceil(s_lo - 1e-9), info.min)
+        s_hi = math.floor(s_hi + 1e-9) if info is None else min(math.floor(s_hi + 1e-9), info.max)
+        out = np.clip(stored + step, s_lo, s_hi).astype(colour.dtype)
+    else:
+        q = 0.0
+        out = np.clip(stored + np.clip(d, -bound, bound) / slope, s_lo, s_hi).astype(colour.dtype)
+    if alpha is not None:
+        out = np.concatenate([out if out.ndim == 3 else out[..., None], alpha[..., None]], axis=-1)
+    return np.ascontiguousarray(out), bound, q
+
+
+def check_written(
+    raw: RawImage, written: RawImage, allowed: np.ndarray, bound: float, quantum: float
+) -> tuple[float, np.ndarray]:
+    """Check a written protected file against its original on the values a reader gets from both files.
+
+    Checks: same layout and dtype (and NIfTI scaling); ``max |written - original| <= bound`` (plus 1e-6 quanta,
+    see :func:`quantize_protected`, and for float values four float spacings of the largest magnitude);
+    no pixel outside ``allowed`` (``(H, W)`` bool) changed in any channel.
+
+    Returns:
+        ``(l-inf in value units, written colour values as float64 in the file layout)``.
+
+    Raises:
+        RuntimeError: a check failed (the message names the file).
+    """
+    old, new = file_values(raw), file_values(written)
+    if old.shape != new.shape or old.dtype != new.dtype or (raw.slope, raw.inter) != (written.slope, written.inter):
+        raise RuntimeError(
+            f"{raw.path}: the written file reads back as {new.shape} {new.dtype} (scaling {written.slope}, "
+            f"{written.inter}), not as the original {old.shape} {old.dtype} ({raw.slope}, {raw.inter}); not written."
+        )
+    diff = np.abs(new.astype(np.float64) - old.astype(np.float64))
+    tol = 1e-6 * quantum
+    if np.issubdtype(old.dtype, np.floating) and old.size:
+        tol += 4 * float(np.spacing(np.abs(old).max().astype(old.dtype)))
+    linf = float(diff.max()) if diff.size else 0.0
+    if not linf <= bound + tol:
+        raise RuntimeError(f"{raw.path}: written l-inf {linf} exceeds the bound {bound}; not written.")
+    changed = diff.max(axis=-1) > 0 if diff.ndim == 3 else diff > 0
+    outside = changed & ~np.asarray(allowed, dtype=bool)
+    if outside.any():
+        raise RuntimeError(f"{raw.path}: {int(outside.sum())} pixels outside the contour band and ROI changed; not written.")
+    return linf, new
+
+
+def _write_raster(array: np.ndarray, raw: RawImage, tmp: Path) -> None:
     fmt = {"PNG": "PNG", "TIFF": "TIFF", "BMP": "BMP"}.get(raw.format, "PNG")
-    img = Image.fromarray(array)  # from_unit gives the file's dtype and layout, so PIL infers its mode back
-    tmp = _partial(dst)
-    img.save(tmp, format=fmt)
-    os.replace(tmp, dst)
+    Image.fromarray(array).save(tmp, format=fmt)  # the array has the file's dtype and layout: PIL infers the mode
 
 
-def _write_nifti(array: np.ndarray, raw: RawImage, dst: Path) -> None:
+def _write_nifti(stored: np.ndarray, raw: RawImage, tmp: Path) -> None:
     src = nib.load(str(raw.path))
-    data = array.reshape(src.shape).astype(src.get_data_dtype(), copy=False)
+    data = stored.reshape(src.shape).astype(src.get_data_dtype(), copy=False)
     out = nib.Nifti1Image(data, src.affine, header=src.header.copy())
-    suffix = ".nii.gz" if dst.name.endswith(".nii.gz") else ".nii"
-    tmp = dst.with_name(f".{dst.name[: -len(suffix)]}.partial{suffix}")
+    if raw.scaled:  # keep the stored integers and their scaling, so that a reader gets exactly the checked values
+        out.header.set_slope_inter(raw.slope, raw.inter)
     nib.save(out, str(tmp))
-    os.replace(tmp, dst)
 
 
 def _as_list(x: Any) -> list:
     return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
-def _copy_atomic(src: Path, dst: Path) -> None:
-    tmp = _partial(dst)
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 class ProtectedDatasetWriter:
@@ -256,7 +333,7 @@ class ProtectedDatasetWriter:
                 with open(path) as f:
                     return json.load(f)
             except (OSError, json.JSONDecodeError) as e:
-                raise ValueError(f"existing manifest {path} is unreadable ({e}); move it away to start afresh.") from e
+                raise UserInputError(f"existing manifest {path} is unreadable ({e}); move it away to start afresh.") from e
         return {}
 
     def _protect_one(self, item: dict, previous: dict, eps: float) -> tuple[dict, bool]:
@@ -285,43 +362,30 @@ class ProtectedDatasetWriter:
         file_c = unit.shape[0]
         if delta.shape[0] != file_c:
             delta = delta[:1].expand(file_c, *delta.shape[1:]) if delta.shape[0] == 1 else delta[:file_c]
-        lo, hi = intensity_range(raw.array)
-        if raw.array.dtype.kind == "f":
-            # float data: add delta in the file's units, so untouched pixels keep their exact values
-            d = delta.numpy().astype(np.float64) * (hi - lo)
-            d = d[0] if raw.array.ndim == 2 else np.moveaxis(d, 0, -1)
-            out_array = np.clip(raw.array.astype(np.float64) + d, lo, hi).astype(raw.array.dtype)
-        else:
-            protected_unit = np.clip(unit + delta.numpy().astype(np.float32), 0.0, 1.0)
-            out_array = from_unit(protected_unit, raw)
-        # checks on the values actually written, in the file's own units
-        diff = np.abs(out_array.astype(np.float64) - raw.array.astype(np.float64))
-        bound_units = eps * (hi - lo)
-        if np.issubdtype(raw.array.dtype, np.integer):
-            bound_units = math.floor(bound_units + 1e-6)
-        linf_units = float(diff.max())
-        if linf_units > bound_units + 1e-9:
-            raise RuntimeError(f"{src}: written l-inf {linf_units} exceeds the bound {bound_units}; not written.")
-        changed_px = diff.reshape(diff.shape[0], diff.shape[1], -1).max(-1) > 0 if diff.ndim == 3 else diff > 0
-        outside = changed_px & ~allowed.numpy()
-        if outside.any():
-            raise RuntimeError(f"{src}: {int(outside.sum())} pixels outside the contour band and ROI changed.")
+        out_array, bound_units, quantum = quantize_protected(raw, delta.numpy(), eps)
         if raw.format == "JPEG":
             logger.info("%s is JPEG: writing %s as PNG, since JPEG compression would wash the perturbation out.", src, dst.name)
-        if raw.format == "NIFTI":
-            _write_nifti(out_array, raw, dst)
-        else:
-            _write_raster(out_array, raw, dst)
-        written_unit = to_unit(read_raw(dst)) if raw.format != "NIFTI" else None
-        if written_unit is None:  # float NIfTI: use the original range, not the written image's own min-max
-            written_unit = (np.asarray(read_raw(dst).array, np.float64) - lo) / (hi - lo)
-            written_unit = written_unit.reshape(unit.shape).astype(np.float32)
+        if raw.converted is not None:
+            logger.info("%s is a palette image: writing %s as RGB.", src, dst.name)
+        checked: dict[str, Any] = {}
+
+        def write_and_check(tmp: Path) -> None:
+            # the checks run on the temporary file as a reader will read it; only a file that passes is renamed
+            (_write_nifti if raw.format == "NIFTI" else _write_raster)(out_array, raw, tmp)
+            checked["linf"], checked["values"] = check_written(raw, read_raw(tmp), allowed.numpy(), bound_units, quantum)
+
+        atomic_write(dst, write_and_check)
+        linf_units, values = checked["linf"], checked["values"]
+        lo, hi = intensity_range(file_values(raw)[..., :-1] if raw.has_alpha else file_values(raw))
+        colour = values[..., :-1] if raw.has_alpha else values
+        written_unit = ((colour - lo) / (hi - lo)).astype(np.float32)
+        written_unit = written_unit[None] if written_unit.ndim == 2 else np.ascontiguousarray(np.moveaxis(written_unit, -1, 0))
         metrics = invisibility_metrics(torch.as_tensor(unit), torch.as_tensor(written_unit))
         masks = []
         for m_src, m_rel in zip(_as_list(item["label"]), item["label_rel"]):
             m_dst = self.output_dir / m_rel
             m_dst.parent.mkdir(parents=True, exist_ok=True)
-            _copy_atomic(Path(m_src), m_dst)
+            atomic_copy(Path(m_src), m_dst)
             masks.append({"source": str(m_src), "output": str(m_dst), "sha256": sha256_file(m_dst)})
         entry = {
             "name": item.get("name", src.stem),
@@ -380,6 +444,11 @@ class ProtectedDatasetWriter:
     def __call__(self, _engine: Any = None) -> dict:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
+        # one run at a time per folder: a second run refuses with a message naming the first
+        lock_output_dir(self.manifest_dir, "writer")
+        if self.output_dir.resolve() != self.manifest_dir.resolve() and not _is_within(self.output_dir, self.manifest_dir):
+            lock_output_dir(self.output_dir, "writer", beside=True)
+        self._remove_stale_temporaries()
         self.perturbator.eval()
         fingerprint = self.fingerprint()
         previous = self._previous_entries(fingerprint)
@@ -404,7 +473,15 @@ class ProtectedDatasetWriter:
             raise
         summary = self.summarize(entries)
         summary.update({"skipped_existing": skipped, "output_dir": str(self.output_dir)})
+        stale = self._stale_files(entries)
         manifest = dict(head, summary=summary, images=entries)
+        if stale:
+            manifest["stale_files"] = stale
+            logger.warning(
+                "%d file(s) in %s were not written by this run (left by an earlier run?) and are not part of the "
+                "protected dataset: %s%s -- listed as stale_files in the manifest; remove them before release.",
+                len(stale), self.output_dir, ", ".join(stale[:5]), " ..." if len(stale) > 5 else "",
+            )
         atomic_write_json(manifest_path, manifest)
         self._write_csv(entries)
         logger.info(
@@ -419,7 +496,33 @@ class ProtectedDatasetWriter:
             summary["linf_max"] * 255,
             100 * summary["changed_fraction_mean"],
         )
+        if entries and summary["num_unchanged"] == summary["num_images"]:
+            raise UserInputError(
+                f"no image was changed ({summary['num_images']} written unchanged to {self.output_dir}): the data is "
+                "NOT protected. Check that the masks mark the regions of interest and that epsilon times the "
+                "intensity range is at least one grey level."
+            )
         return summary
+
+    def _remove_stale_temporaries(self) -> None:
+        """Remove temporary files that a killed run left in the output folders (they never hold a result)."""
+        for folder in {self.output_dir, self.manifest_dir}:
+            for path in folder.rglob(".*"):
+                if path.is_file() and is_temp_path(path):
+                    logger.info("removing %s, a temporary file left by an interrupted run", path)
+                    path.unlink()
+
+    def _stale_files(self, entries: Sequence[dict]) -> list[str]:
+        """Files under the output folder that this run did not write (relative paths, sorted); the manifest and
+        the lock file do not count when they live there too."""
+        keep = {Path(e["output"]).resolve() for e in entries}
+        keep |= {Path(m["output"]).resolve() for e in entries for m in e["masks"]}
+        keep |= {(self.manifest_dir / n).resolve() for n in ("manifest.json", "manifest.csv")}
+        return sorted(
+            p.relative_to(self.output_dir).as_posix()
+            for p in self.output_dir.rglob("*")
+            if p.is_file() and p.name != OutputLock.NAME and p.resolve() not in keep
+        )
 
     @staticmethod
     def summarize(entries: Sequence[dict]) -> dict:
@@ -439,12 +542,13 @@ class ProtectedDatasetWriter:
         return summary
 
     def _write_csv(self, entries: Sequence[dict]) -> None:
-        path = self.manifest_dir / "manifest.csv"
-        tmp = _partial(path)
         cols = ["name", "source", "output", "sha256_source", "sha256_output", "psnr", "ssim", "linf", "linf_units", "changed_fraction"]
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(cols)
-            for e in entries:
-                w.writerow([e[c] for c in cols])
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(cols)
+                for e in entries:
+                    w.writerow([e[c] for c in cols])
+
+        atomic_write(self.manifest_dir / "manifest.csv", write)

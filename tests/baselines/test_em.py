@@ -28,7 +28,7 @@ def em_run(tmp_path_factory):
     root = make_synthetic_dataset(tmp_path_factory.mktemp("syn"), num_images=8, size=(32, 32), seed=1)
     items = load_datalist(dataset_dir=str(root))
     data = [dict(d, em_index=i) for i, d in enumerate(items)]
-    loader = DataLoader(Dataset(data, umed_transforms(32, 1, band_width=1)), batch_size=4, shuffle=True,
+    loader = DataLoader(Dataset(data, umed_transforms(32, 1, extra_keys=['em_index'], band_width=1)), batch_size=4, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
     protector = EMProtector([d["name"] for d in items], 1, (32, 32), epsilon=EPS)
     surrogate = UNet(2, 1, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)

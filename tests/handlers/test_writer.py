@@ -114,7 +114,7 @@ def test_written_files_keep_guarantees(mixed_dataset: Path, tmp_path: Path):
     # grey stored as RGB stays grey: the same delta in all three channels
     rgb = np.asarray(Image.open(out / "protected" / "images" / "greyrgb.png"))
     assert np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2])
-    assert not list(out.rglob("*.partial")), "no temporary files are left behind"
+    assert not list(out.rglob("*partial*")), "no temporary files are left behind"
     assert (out / "manifest.csv").read_text().count("\n") == 6
 
 
@@ -156,19 +156,20 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch):
     real_write = writer_mod._write_raster
     calls = {"n": 0}
 
-    def flaky(array, raw, dst):
+    def flaky(array, raw, tmp):
         calls["n"] += 1
         if calls["n"] == 4:
-            # simulate a crash half-way through writing the 4th file
-            (dst.parent / f".{dst.name}.partial").write_bytes(b"half")
+            # simulate a crash half-way through writing the 4th file (into its temporary name)
+            Path(tmp).write_bytes(b"half")
             raise KeyboardInterrupt("interrupted")
-        real_write(array, raw, dst)
+        real_write(array, raw, tmp)
 
     monkeypatch.setattr(writer_mod, "_write_raster", flaky)
     with pytest.raises(KeyboardInterrupt):
         _run_writer(root, out)
     written = sorted((out / "protected" / "images").glob("*.png"))
     assert len(written) == 3, "only completed files carry their final name"
+    assert not list(out.rglob(".*partial*")), "the half-written temporary file is removed"
     monkeypatch.setattr(writer_mod, "_write_raster", real_write)
     summary = _run_writer(root, out)
     assert summary["skipped_existing"] == 3 and summary["num_images"] == 6
