@@ -368,7 +368,7 @@ def load_protector(path: str | os.PathLike, device: str | torch.device = "cpu") 
     """Load a protector saved by :func:`save_protector`: returns ``(perturbator in eval mode, settings)``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"protector file not found: {path}")
+        raise UserInputError(f"protector file not found: {path}")
     try:
         # weights_only: a protector file holds tensors and plain settings only, so loading one that someone else
         # shared can never run code (a pickled object of any other type is refused)

@@ -442,12 +442,12 @@ class ProtectedDatasetWriter:
     # ------------------------------------------------------------------ main
     @torch.no_grad()
     def __call__(self, _engine: Any = None) -> dict:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.manifest_dir.mkdir(parents=True, exist_ok=True)
         # one run at a time per folder: a second run refuses with a message naming the first
         lock_output_dir(self.manifest_dir, "writer")
         if self.output_dir.resolve() != self.manifest_dir.resolve() and not _is_within(self.output_dir, self.manifest_dir):
             lock_output_dir(self.output_dir, "writer", beside=True)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
         self.perturbator.eval()
         fingerprint = self.fingerprint()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from monai_umed.utils import UserInputError
 import torch
 from PIL import Image
 
@@ -79,7 +81,7 @@ def test_protector_roundtrip(tmp_path: Path):
     (tmp_path / "bad.pt").write_bytes(b"junk")
     with pytest.raises(Exception):
         load_protector(tmp_path / "bad.pt")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UserInputError, match="not found"):
         load_protector(tmp_path / "missing.pt")
 
 
