@@ -17,9 +17,10 @@ $(STAMP): setup.cfg setup.py
 	$(PY) -m pip install -q -e ".[test]"
 	touch $(STAMP)
 
-# Main job on the embedded (synthetic) default dataset; pass overrides with ARGS="--output_dir ... ".
+# Main job on the embedded (synthetic) default dataset with the short demo schedule (configs/demo.json);
+# real data: run protect.json alone (see README), its defaults are the measured recipe.
 protect: $(STAMP)
-	$(PY) -m monai.bundle run protect --config_file bundles/umed/configs/protect.json $(ARGS)
+	$(PY) -m monai.bundle run protect --config_file "['bundles/umed/configs/protect.json','bundles/umed/configs/demo.json']" $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -13,7 +13,9 @@ Steps, each run as exactly the documented bundle command (``python -m monai.bund
 
 Then ``report.md`` (table exploiter x defense, invisibility of the protected set, dataset, sizes, commands,
 wall times), ``report.csv`` (one row per exploiter run) and ``figure.png`` (like Fig. 3 of the paper: original |
-delta_c | delta_t | protected for a few training cases, from the original and the WRITTEN protected files).
+delta_c | delta_t | protected for a few training cases, from the original and the WRITTEN protected files). Both
+tables give each run's final-epoch DSC and its best DSC over the epochs with that epoch (``dsc_best``,
+``dsc_best_epoch`` of the run's ``metrics.json``): unlearnable data can be learnable early in training.
 
 ``--reuse`` skips every step whose outputs exist and whose recorded command is unchanged (``steps.json``), so an
 interrupted report resumes; a step that reruns makes the steps depending on it rerun too.
@@ -44,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "umed" / "configs"
 
 #: columns of report.csv
-CSV_COLUMNS = ("data", "exploiter", "defense", "dsc", "jaccard", "n_test", "seconds")
+CSV_COLUMNS = ("data", "exploiter", "defense", "dsc", "dsc_best", "dsc_best_epoch", "jaccard", "n_test", "seconds")
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -216,6 +218,14 @@ def fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def fmt_best(metrics: dict) -> str:
+    """The best DSC over the epochs of a run and its epoch, ``"0.6123 (ep. 7)"`` (``n/a`` when not recorded)."""
+    best, epoch = metrics.get("dsc_best"), metrics.get("dsc_best_epoch")
+    if fmt(best) == "n/a":
+        return "n/a"
+    return f"{fmt(best)} (ep. {epoch})" if epoch is not None else fmt(best)
+
+
 # --------------------------------------------------------------------------------------------- figure
 def _to_rgb8(unit_chw, lo: float = 0.0, hi: float = 1.0):
     import numpy as np
@@ -384,6 +394,8 @@ def write_report(
                 r["exploiter"],
                 r["defense"],
                 "" if m.get("dsc") is None else repr(m["dsc"]),
+                "" if m.get("dsc_best") is None else repr(m["dsc_best"]),
+                "" if m.get("dsc_best_epoch") is None else m["dsc_best_epoch"],
                 "" if m.get("jaccard") is None else repr(m["jaccard"]),
                 m.get("n_test", ""),
                 "" if r.get("seconds") is None else r["seconds"],
@@ -406,6 +418,9 @@ def write_report(
         f"Protected training set: `{protected_dir}`.",
         f"Exploiters trained {args.max_epochs} epochs, batch {args.batch_size}, Adam lr {args.exploiter_lr:g}, "
         f"{args.image_size}x{args.image_size}; DSC / Jaccard on the CLEAN test set.",
+        "DSC and Jaccard are the final epoch's; best DSC is the peak over the epochs each run evaluated (every "
+        "epoch by default, and the last one), with its epoch. The test set chooses that epoch, so best DSC is an "
+        "optimistic score: what an exploiter that stops training early could reach.",
         "",
     ]
     summary = (manifest or {}).get("summary") or {}
@@ -425,8 +440,9 @@ def write_report(
         lines.append("Protector settings: " + ", ".join(f"{k}={settings[k]}" for k in keys if k in settings) + ".")
     lines += [
         "",
-        "| Exploiter | Defense | Clean DSC | Clean Jaccard | Protected DSC | Protected Jaccard |",
-        "|---|---|---|---|---|---|",
+        "| Exploiter | Defense | Clean DSC | Clean best DSC | Clean Jaccard | Protected DSC | Protected best DSC "
+        "| Protected Jaccard |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     footnote = False
     for e in args.exploiter_list:
@@ -438,8 +454,9 @@ def write_report(
                 footnote = True
             prot = by_key.get(("protected", e, d), {})
             lines.append(
-                f"| {e} | {d} | {fmt(clean.get('dsc'))}{mark} | {fmt(clean.get('jaccard'))}{mark} | "
-                f"{fmt(prot.get('dsc'))} | {fmt(prot.get('jaccard'))} |"
+                f"| {e} | {d} | {fmt(clean.get('dsc'))}{mark} | {fmt_best(clean)}{mark} | "
+                f"{fmt(clean.get('jaccard'))}{mark} | {fmt(prot.get('dsc'))} | {fmt_best(prot)} | "
+                f"{fmt(prot.get('jaccard'))} |"
             )
     if footnote:
         lines += ["", "\u2020 clean baseline trained without a defense (pass `--defend_clean` to defend it too)."]
@@ -681,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
             steps.record(r["name"], r["cmd"], sec)
             r["metrics"], r["seconds"], r["status"] = read_json(r["dir"] / "metrics.json"), round(sec, 1), "ran"
         m = r["metrics"] or {}
-        log(f"[{n}/{total}] {title}: DSC {fmt(m.get('dsc'))}, Jaccard {fmt(m.get('jaccard'))}")
+        log(f"[{n}/{total}] {title}: DSC {fmt(m.get('dsc'))} (best {fmt_best(m)}), Jaccard {fmt(m.get('jaccard'))}")
         step_rows.append({"title": title, "status": r["status"], "seconds": r["seconds"],
                           "command": display_command(r["cmd"])})
 

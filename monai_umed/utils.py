@@ -23,6 +23,7 @@ from typing import Any
 __all__ = [
     "UserInputError",
     "DiskFullError",
+    "ProtectionCheckFailed",
     "temp_path",
     "is_temp_path",
     "atomic_write",
@@ -51,6 +52,14 @@ class UserInputError(ValueError):
 
 class DiskFullError(UserInputError, OSError):
     """Writing a file failed because its disk is full; the message names the file and the free space."""
+
+
+class ProtectionCheckFailed(UserInputError):
+    """The protected dataset failed the release check of the ``protect`` job's self-verification
+    (``monai_umed.apps.verify.report_verification`` with ``require_dsc``): an exploiter trained on it scores too
+    well on clean held-out images. Like every :class:`UserInputError`, it ends a bundle job with its one-line
+    message and exit status 1.
+    """
 
 
 def _suffix(name: str) -> str:

@@ -28,3 +28,13 @@ from monai_umed.apps.exploit import (
     resolve_exploit_data,
     train_exploiter,
 )
+from monai_umed.apps.verify import (
+    MIN_REFERENCE_DSC,
+    VERIFICATION_KEYS,
+    VERIFY_EXPLOITER_KWARGS,
+    WEAK_RATIO,
+    protection_verdict,
+    report_verification,
+    verification_split,
+    verify_protection,
+)

@@ -6,7 +6,9 @@ from monai_umed.engines.trainer import (
     UMedKeys,
     UMedPhase,
     UMedTrainer,
+    reset_parameters,
     umed_phase,
     umed_prepare_batch,
+    umed_step_schedule,
     umed_total_epochs,
 )

@@ -22,7 +22,9 @@ __all__ = [
     "UMedKeys",
     "UMedPhase",
     "UMedTrainer",
+    "reset_parameters",
     "umed_phase",
+    "umed_step_schedule",
     "umed_total_epochs",
     "umed_prepare_batch",
 ]
@@ -70,6 +72,35 @@ def umed_total_epochs(surrogate_epochs: int, generator_epochs: int = 4) -> int:
     if surrogate_epochs < 1:
         raise ValueError(f"surrogate_epochs must be >= 1, got {surrogate_epochs}.")
     return surrogate_epochs * (generator_epochs + 1)
+
+
+def umed_step_schedule(steps: int, phase_steps: int, generator_epochs: int = 1) -> int:
+    """Number of phases (ignite epochs of ``phase_steps`` iterations) for a budget of ``steps`` optimisation steps.
+
+    ``steps`` counts every optimisation step, generator and surrogate steps together. A cycle of Algorithm 1 is
+    ``generator_epochs`` generator phases followed by one surrogate phase, ``(generator_epochs + 1) * phase_steps``
+    steps; the budget is rounded up to whole cycles so that training always ends with the surrogate phase, as
+    Algorithm 1 does, and at least one cycle runs.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}.")
+    if phase_steps < 1:
+        raise ValueError(f"phase_steps must be >= 1, got {phase_steps}.")
+    if generator_epochs < 0:
+        raise ValueError(f"generator_epochs must be >= 0, got {generator_epochs}.")
+    cycle = (generator_epochs + 1) * phase_steps
+    return max(1, -(-int(steps) // cycle)) * (generator_epochs + 1)
+
+
+def reset_parameters(module: torch.nn.Module) -> int:
+    """Re-initialise every sub-module that has ``reset_parameters`` (convolutions, affine norms, PReLU, ...)
+    with PyTorch's default initialisation, drawn from the global RNG. Returns how many modules were reset."""
+    n = 0
+    for m in module.modules():
+        if callable(getattr(m, "reset_parameters", None)):
+            m.reset_parameters()
+            n += 1
+    return n
 
 
 def umed_prepare_batch(
@@ -131,8 +162,19 @@ class UMedTrainer(Trainer):
             ``[B, num_classes, H, W]`` works).
         g_optimizer: optimizer over both generators' parameters (paper: Adam, lr 1e-4).
         s_optimizer: optimizer over the surrogate's parameters (paper: Adam, lr 1e-4).
-        surrogate_epochs: number of surrogate epochs (paper: 100).
-        generator_epochs: generator epochs per surrogate epoch, ``k`` (paper: 4).
+        surrogate_epochs: number of surrogate epochs (paper: 100); ignored when ``steps`` is given.
+        generator_epochs: generator phases per surrogate phase, ``k`` (paper: 4 epochs).
+        steps: the schedule in optimisation steps (generator and surrogate steps counted together) instead of
+            epochs: every phase is ``phase_steps`` iterations (the data loader is cycled across phases), and
+            :func:`umed_step_schedule` gives the number of phases. ``None``: Algorithm 1's epochs.
+        phase_steps: iterations per phase with ``steps`` (default: one pass over the loader, at most 32).
+        surrogate_reset: re-initialise the surrogate (weights and optimizer state) before every
+            ``surrogate_reset``-th surrogate phase after the first, so that the generators keep meeting young
+            surrogates, i.e. the early-training view of a fresh exploiter; 0 never re-initialises (Algorithm 1).
+        stop_ratio: convergence rule (``None``: off, train the whole schedule). In surrogate phases the surrogate's
+            ``L_seg`` is also computed on the clean batch (no gradient); when a surrogate phase ends with
+            ``mean L_seg(protected) < stop_ratio * mean L_seg(clean)``, training stops early. Why training stopped
+            (this rule or the end of the schedule) is logged and kept in ``engine.state.stop_reason``.
         loss_function: ``L_seg``; defaults to ``DiceCELoss(to_onehot_y=True, softmax=True)``.
         epoch_length: iterations per epoch (default: ``len(train_data_loader)``).
         amp: automatic mixed precision (only on CUDA; ignored with a warning-free fallback on the CPU).
@@ -151,6 +193,10 @@ class UMedTrainer(Trainer):
         surrogate_epochs: int = 100,
         generator_epochs: int = 4,
         loss_function: Callable | None = None,
+        steps: int | None = None,
+        phase_steps: int | None = None,
+        surrogate_reset: int = 0,
+        stop_ratio: float | None = None,
         epoch_length: int | None = None,
         amp: bool = False,
         train_handlers: Sequence | None = None,
@@ -162,9 +208,21 @@ class UMedTrainer(Trainer):
             raise ValueError("train_data_loader must be a PyTorch DataLoader.")
         device = torch.device(device)
         amp = bool(amp) and device.type == "cuda"
+        if steps is not None:
+            if epoch_length is not None:
+                raise ValueError("give either steps (with phase_steps) or epoch_length, not both.")
+            if phase_steps is None:
+                phase_steps = min(len(train_data_loader), 32)
+            epoch_length = int(phase_steps)
+            max_epochs = umed_step_schedule(int(steps), epoch_length, generator_epochs)
+            surrogate_epochs = max_epochs // (generator_epochs + 1)
+        else:
+            max_epochs = umed_total_epochs(surrogate_epochs, generator_epochs)
+        if int(surrogate_reset) < 0:
+            raise ValueError(f"surrogate_reset must be >= 0, got {surrogate_reset}.")
         super().__init__(
             device=device,
-            max_epochs=umed_total_epochs(surrogate_epochs, generator_epochs),
+            max_epochs=max_epochs,
             data_loader=train_data_loader,
             epoch_length=epoch_length,
             non_blocking=non_blocking,
@@ -180,6 +238,15 @@ class UMedTrainer(Trainer):
         self.s_optimizer = s_optimizer
         self.surrogate_epochs = surrogate_epochs
         self.generator_epochs = generator_epochs
+        self.steps = None if steps is None else int(steps)
+        self.surrogate_reset = int(surrogate_reset)
+        if stop_ratio is not None and not float(stop_ratio) > 0:
+            raise ValueError(f"stop_ratio must be > 0 or None, got {stop_ratio}.")
+        self.stop_ratio = None if stop_ratio is None else float(stop_ratio)
+        self.state.stop_reason = None
+        self._phase_losses: dict[str, list[float]] = {"protected": [], "clean": []}
+        self.add_event_handler(Events.EPOCH_COMPLETED, self._check_convergence)
+        self.add_event_handler(Events.COMPLETED, self._log_stop_reason)
         self.loss_function = loss_function or DiceCELoss(to_onehot_y=True, softmax=True)
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.s_scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -193,6 +260,40 @@ class UMedTrainer(Trainer):
 
     def _set_phase(self, engine: UMedTrainer) -> None:
         engine.state.phase = umed_phase(engine.state.epoch, engine.generator_epochs)
+        if engine.state.phase == UMedPhase.SURROGATE and engine.surrogate_reset > 0:
+            cycle = engine.state.epoch // (engine.generator_epochs + 1)  # 1-based index of this surrogate phase
+            if cycle > 1 and (cycle - 1) % engine.surrogate_reset == 0:
+                reset_parameters(engine.surrogate)
+                engine.s_optimizer.state.clear()
+                engine.logger.info("epoch %d: surrogate re-initialised (surrogate_reset=%d)", engine.state.epoch,
+                                   engine.surrogate_reset)
+
+    def _check_convergence(self, engine: UMedTrainer) -> None:
+        """End of a phase: apply the ``stop_ratio`` rule after a surrogate phase."""
+        losses, self._phase_losses = self._phase_losses, {"protected": [], "clean": []}
+        if engine.stop_ratio is None or engine.state.phase != UMedPhase.SURROGATE or not losses["clean"]:
+            return
+        protected = sum(losses["protected"]) / len(losses["protected"])
+        clean = sum(losses["clean"]) / len(losses["clean"])
+        engine.state.loss_ratio = protected / max(clean, 1e-12)
+        engine.logger.info(
+            "epoch %d: surrogate L_seg protected %.4f / clean %.4f = %.3f (stop_ratio %.3f)",
+            engine.state.epoch, protected, clean, engine.state.loss_ratio, engine.stop_ratio,
+        )
+        if engine.state.loss_ratio < engine.stop_ratio and engine.state.epoch < engine.state.max_epochs:
+            engine.state.stop_reason = (
+                f"converged at epoch {engine.state.epoch} (step {engine.state.iteration}): the surrogate's loss on "
+                f"protected images is {engine.state.loss_ratio:.3f} x its loss on clean images (< stop_ratio "
+                f"{engine.stop_ratio:g})"
+            )
+            engine.terminate()
+
+    def _log_stop_reason(self, engine: UMedTrainer) -> None:
+        if engine.state.stop_reason is None:
+            engine.state.stop_reason = (
+                f"schedule completed: {engine.state.iteration} steps in {engine.state.epoch} phases"
+            )
+        engine.logger.info("UMed training stopped: %s", engine.state.stop_reason)
 
     @staticmethod
     def _finish_loader_draws(engine: UMedTrainer) -> None:
@@ -267,6 +368,10 @@ class UMedTrainer(Trainer):
                 protected, delta_c, delta_t = engine.perturbator(image, band, texture, interior)
             engine.s_optimizer.zero_grad(set_to_none=True)
             loss = self._loss(engine, protected.float().detach(), label)
+            if engine.stop_ratio is not None:
+                with torch.no_grad():
+                    self._phase_losses["clean"].append(self._loss(engine, image, label).item())
+                self._phase_losses["protected"].append(loss.item())
             engine.s_scaler.scale(loss).backward()
             engine.s_scaler.step(engine.s_optimizer)
             engine.s_scaler.update()

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundles" / "umed" / "configs"
 TINY = [
     "--image_size", "32", "--surrogate_epochs", "1", "--generator_epochs", "1", "--batch_size", "4",
-    "--band_width", "1", "--measure_survival", "false",
+    "--band_width", "1", "--measure_survival", "false", "--verify", "false",
 ]
 
 
@@ -57,6 +57,70 @@ def protected_run(tmp_path_factory):
     out = tmp / "out"
     proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *TINY)
     return data, before, out, proc
+
+
+def _config(*files: str) -> dict:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / f) for f in files])
+    return parser.get()
+
+
+def test_defaults_are_the_measured_step_recipe_and_paper_json_restores_the_paper():
+    """Nothing but --dataset_dir/--output_dir: the step schedule (k = 1, lr 1e-3), verification on; paper.json
+    merged the MONAI way gives Algorithm 1's epochs (224 px, 100 surrogate epochs, k = 4, lr 1e-4)."""
+    d = _config("protect.json")
+    assert d["steps"] == 2000 and d["phase_steps"] == 32 and d["generator_epochs"] == 1
+    assert d["surrogate_epochs"] is None and d["lr_generator"] == d["lr_surrogate"] == 1e-3
+    assert d["verify"] is True and d["require_dsc"] is None
+    p = _config("protect.json", "paper.json")
+    assert (p["image_size"], p["surrogate_epochs"], p["generator_epochs"]) == (224, 100, 4)
+    assert p["lr_generator"] == p["lr_surrogate"] == 1e-4 and p["batch_size"] == 16
+    demo = _config("protect.json", "demo.json")
+    assert demo["steps"] < d["steps"] and demo["verify"] is True
+
+
+STEPS = ["--image_size", "32", "--steps", "8", "--phase_steps", "2", "--batch_size", "4", "--band_width", "1",
+         "--measure_survival", "false", "--verify_steps", "6"]
+
+
+def test_protect_verifies_what_it_wrote_and_warns_when_unprotected(tmp_path):
+    """epsilon 1/255 and 8 training steps: the written files barely differ from the originals, so the verification's
+    exploiter learns as well from them as from the clean files and the job says the data is not protected;
+    --require_dsc 0 then fails the job with one line, after the manifest got its verification entry."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=24, size=(32, 32), seed=3)
+    out = tmp_path / "out"
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
+                   "--epsilon", "1/255")
+    log = proc.stdout + proc.stderr
+    assert "UMed training stopped: schedule completed: 8 steps in 4 phases" in log
+    manifest = json.loads((out / "manifest.json").read_text())
+    v = manifest["verification"]
+    for key in ("protected_dsc", "clean_dsc", "protected_dsc_best", "exploiter", "n_train", "n_test", "steps"):
+        assert key in v
+    assert (v["n_train"], v["n_test"]) == (14, 10) and v["exploiter"] == "unet"
+    assert v["protected"] is False and "THE DATA IS NOT PROTECTED" in log
+    assert "VERIFICATION FAILED" in log and f"{v['protected_dsc']:.2f}" in log
+    # the fold is every image's original, and every image, the fold included, was written
+    assert manifest["summary"]["num_images"] == 24 and set(v["fold"]) <= {e["name"] for e in manifest["images"]}
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "o2"),
+                   *STEPS, "--epsilon", "1/255", "--require_dsc", "0.0", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "monai_umed: error:" in proc.stderr and "require_dsc" in proc.stderr
+    assert "verification" in json.loads((tmp_path / "o2" / "manifest.json").read_text())
+
+
+def test_verification_needs_enough_images_and_says_so_before_training(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "input", num_images=12, size=(32, 32), seed=3)
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "o"), *STEPS,
+                   check=False)
+    assert proc.returncode == 1 and "too few to verify the protection" in proc.stderr
+    assert not (tmp_path / "o" / "checkpoints").exists(), "refused before any training"
+    skipped = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "o2"),
+                      *STEPS, "--verify", "false")
+    assert "--verify false: the protection of the written files was NOT measured" in skipped.stdout + skipped.stderr
+    assert "verification" not in json.loads((tmp_path / "o2" / "manifest.json").read_text())
 
 
 def test_protect_writes_a_guaranteed_dataset(protected_run):

@@ -14,7 +14,14 @@ from monai.utils import set_determinism
 
 from monai_umed.apps import build_perturbator, umed_transforms
 from monai_umed.data import load_datalist, make_synthetic_dataset
-from monai_umed.engines import UMedPhase, UMedTrainer, umed_phase, umed_total_epochs
+from monai_umed.engines import (
+    UMedPhase,
+    UMedTrainer,
+    reset_parameters,
+    umed_phase,
+    umed_step_schedule,
+    umed_total_epochs,
+)
 
 
 @pytest.mark.parametrize("k", [0, 1, 4])
@@ -34,7 +41,8 @@ def tiny_data(tmp_path_factory) -> list[dict]:
 
 
 def _make_trainer(
-    data, surrogate_epochs=2, generator_epochs=1, lr_g=1e-3, lr_s=1e-3, seed=0, handlers=None, epsilon=4 / 255
+    data, surrogate_epochs=2, generator_epochs=1, lr_g=1e-3, lr_s=1e-3, seed=0, handlers=None, epsilon=4 / 255,
+    **schedule,
 ):
     set_determinism(seed)
     ds = Dataset(data, transform=umed_transforms(32, 1, band_width=1))
@@ -51,6 +59,7 @@ def _make_trainer(
         surrogate_epochs=surrogate_epochs,
         generator_epochs=generator_epochs,
         train_handlers=handlers,
+        **schedule,
     )
     return trainer, pert, sur
 
@@ -148,3 +157,64 @@ def test_monai_handlers_attach(tiny_data, caplog):
         trainer.run()
     text = caplog.text
     assert "phase: generators" in text and "phase: surrogate" in text
+
+
+# the schedule in steps ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "steps, phase_steps, k, phases",
+    [(100, 10, 1, 10), (101, 10, 1, 12), (1, 10, 1, 2), (60, 5, 4, 15), (20, 5, 0, 4)],
+)
+def test_step_schedule_rounds_up_to_whole_cycles(steps, phase_steps, k, phases):
+    assert umed_step_schedule(steps, phase_steps, k) == phases
+    assert phases % (k + 1) == 0 and phases * phase_steps >= steps
+    for bad in [(0, 10, 1), (10, 0, 1), (10, 5, -1)]:
+        with pytest.raises(ValueError):
+            umed_step_schedule(*bad)
+
+
+@pytest.mark.parametrize("n_images, phase_steps", [(8, 3), (8, 5)])
+def test_steps_count_iterations_not_epochs(tiny_data, n_images, phase_steps):
+    """A phase is phase_steps iterations whatever the dataset size (the loader cycles across phases)."""
+    trainer, _, _ = _make_trainer(tiny_data[:n_images], steps=4 * phase_steps, phase_steps=phase_steps)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.phase))
+    trainer.run()
+    assert trainer.state.iteration == 4 * phase_steps and trainer.state.epoch == 4
+    assert seen == ([UMedPhase.GENERATORS] * phase_steps + [UMedPhase.SURROGATE] * phase_steps) * 2
+    assert trainer.state.stop_reason.startswith("schedule completed: %d steps" % (4 * phase_steps))
+
+
+def test_reset_parameters_draws_new_weights():
+    net = UNet(2, 1, 2, channels=(4, 8), strides=(2,), num_res_units=1)
+    before = _flat(net)
+    assert reset_parameters(net) > 0
+    after = _flat(net)
+    assert after.shape == before.shape and not torch.equal(after, before)
+
+
+def test_surrogate_reset_reinitialises_before_every_rth_surrogate_phase(tiny_data):
+    trainer, _, sur = _make_trainer(tiny_data, steps=4 * 6, phase_steps=4, surrogate_reset=2)
+    snapshots = {}
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: snapshots.__setitem__(e.state.epoch, _flat(sur)))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: snapshots.__setitem__(-e.state.epoch, _flat(sur)))
+    resets = []
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: resets.append(len(e.s_optimizer.state)))
+    trainer.run()
+    # phases 2, 4, 6 train the surrogate (cycles 1, 2, 3); reset before cycle 3 only (every 2nd after the first)
+    assert torch.equal(snapshots[4], snapshots[-3])  # no reset before cycle 2
+    assert not torch.equal(snapshots[6], snapshots[-5])  # weights changed between the phases: the reset
+    assert resets[5] == 0 and resets[3] > 0  # Adam state cleared with the reset, kept otherwise
+    with pytest.raises(ValueError):
+        _make_trainer(tiny_data, steps=8, phase_steps=4, surrogate_reset=-1)
+
+
+def test_stop_ratio_stops_early_and_says_why(tiny_data):
+    trainer, _, _ = _make_trainer(tiny_data, steps=4 * 10, phase_steps=4, stop_ratio=100.0)
+    trainer.run()
+    assert trainer.state.epoch == 2 and trainer.state.iteration == 8  # first surrogate phase: ratio < 100
+    assert trainer.state.stop_reason.startswith("converged at epoch 2") and trainer.state.loss_ratio < 100
+    never, _, _ = _make_trainer(tiny_data, steps=4 * 4, phase_steps=4, stop_ratio=1e-6)
+    never.run()
+    assert never.state.epoch == 4 and never.state.stop_reason.startswith("schedule completed")
+    with pytest.raises(ValueError):
+        _make_trainer(tiny_data, steps=8, phase_steps=4, stop_ratio=0.0)

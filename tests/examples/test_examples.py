@@ -72,8 +72,11 @@ def test_protection_report_end_to_end(tmp_path):
     assert [(r["data"], r["exploiter"], r["defense"]) for r in rows] == [
         ("clean", "unet", "none"), ("protected", "unet", "none"), ("protected", "unet", "jpeg")
     ]
+    assert list(rows[0]) == ["data", "exploiter", "defense", "dsc", "dsc_best", "dsc_best_epoch", "jaccard",
+                             "n_test", "seconds"]
     for r in rows:
         assert 0.0 <= float(r["dsc"]) <= 1.0 and 0.0 <= float(r["jaccard"]) <= 1.0
+        assert float(r["dsc_best"]) == float(r["dsc"]) and int(r["dsc_best_epoch"]) == 1  # one epoch: final = best
         assert int(r["n_test"]) == 2 and float(r["seconds"]) > 0
     for name in ("clean_unet_none", "protected_unet_none", "protected_unet_jpeg"):
         metrics = json.loads((out / "runs" / name / "metrics.json").read_text())
@@ -82,6 +85,8 @@ def test_protection_report_end_to_end(tmp_path):
 
     report = (out / "report.md").read_text()
     assert "| unet | none |" in report and "| unet | jpeg |" in report
+    assert "| Clean DSC | Clean best DSC | Clean Jaccard | Protected DSC | Protected best DSC |" in report
+    assert "(ep. 1)" in report
     assert "PSNR" in report and "SSIM" in report and "changed fraction" in report
     assert "python -m monai.bundle run protect" in report and "--surrogate_epochs 1" in report
     with Image.open(out / "figure.png") as fig:

@@ -1,0 +1,466 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Self-verification of a protected dataset before release: measure its protection the way an exploiter meets it.
+
+The ``protect`` job ends by training a fresh segmentation network on the protected files it wrote and scoring it on
+clean images the network never saw (Lin et al., IJCAI 2024, Sec. 4.1 evaluate the same way: train on the protected
+training set, test on the clean test set)::
+
+    protect datalist ──> verification_split ──> non-fold images (training) + fold (clean originals: test)
+    ──> train_exploiter(train_dir=<protected folder>)   -> work_dir/protected  (DSC on the clean fold)
+    ──> train_exploiter(train_dir=None)                 -> work_dir/clean      (reference: same images, clean)
+    ──> verdict: weak when the protected DSC (final, or best epoch) exceeds half the clean DSC
+    ──> report_verification: "verification" entry in manifest.json, summary line, WARNING when weak,
+        ProtectionCheckFailed (one-line error, exit status 1) when ``require_dsc`` is exceeded
+
+Every image, the fold included, is protected and written by the writer; the fold only decides what the
+verification trains on and tests on. The default exploiter is a MONAI U-Net narrower than the protect job's
+surrogate (``channels=(8, 16, 32, 64, 128)`` against ``(16, ..., 256)``) trained with another seed (``seed + 1``),
+so that the check does not merely replay the network the perturbations were optimised against.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_umed.apps.exploit import train_exploiter
+from monai_umed.utils import ProtectionCheckFailed, UserInputError, atomic_write_json
+
+__all__ = [
+    "VERIFY_EXPLOITER_KWARGS",
+    "VERIFICATION_KEYS",
+    "WEAK_RATIO",
+    "MIN_REFERENCE_DSC",
+    "verification_split",
+    "verify_protection",
+    "protection_verdict",
+    "report_verification",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default ``exploiter_kwargs`` of the ``"unet"`` exploiter of :func:`verify_protection`: half the width of the
+#: protect job's surrogate U-Net ``(16, 32, 64, 128, 256)``.
+VERIFY_EXPLOITER_KWARGS: dict[str, Any] = {"channels": (8, 16, 32, 64, 128)}
+#: The protection is weak when the DSC of the exploiter trained on the protected files exceeds this fraction of the
+#: DSC of the same exploiter trained on the clean files.
+WEAK_RATIO = 0.5
+#: Below this clean (reference) DSC the verification is inconclusive: the exploiter did not learn the task even
+#: from clean data, so a low protected DSC proves nothing.
+MIN_REFERENCE_DSC = 0.5
+#: Keys of the dict returned by :func:`verify_protection` (the manifest's ``"verification"`` entry).
+VERIFICATION_KEYS: tuple[str, ...] = (
+    "protected_dsc",
+    "clean_dsc",
+    "protected_dsc_best",
+    "clean_dsc_best",
+    "exploiter",
+    "exploiter_kwargs",
+    "n_train",
+    "n_test",
+    "steps",
+    "max_epochs",
+    "image_size",
+    "seconds",
+    "protected",
+    "message",
+)
+
+_DISPLAY_NAMES = {
+    "unet": "U-Net",
+    "attention_unet": "Attention U-Net",
+    "unet_plus_plus": "U-Net++",
+    "transunet": "TransUNet",
+}
+
+
+# ----------------------------------------------------------------------------------------------- split
+def _sort_key(item: Mapping) -> str:
+    rel = item.get("image_rel")
+    return Path(rel).as_posix() if rel else os.path.abspath(os.fspath(item["image"]))
+
+
+def verification_split(
+    items: Sequence[dict], fraction: float = 0.2, min_images: int = 10, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """Hold out a fold of the protect datalist for the verification's clean test set.
+
+    The fold has ``max(min_images, round(fraction * n))`` images (halves rounded up), drawn with
+    ``numpy.random.default_rng(seed)`` from the entries sorted by relative image path (``image_rel``, else the
+    absolute ``image``), so the same entries and seed give the same fold whatever their order. The two lists keep
+    the order of ``items`` and together hold every entry once.
+
+    Args:
+        items: the protect job's datalist entries (:func:`monai_umed.apps.resolve_dataset`).
+        fraction: share of the images held out, in (0, 1).
+        min_images: the least number of images in the fold and in the verification's training set.
+        seed: seed of the draw.
+
+    Returns:
+        ``(train_items, fold_items)``.
+
+    Raises:
+        UserInputError: ``fraction`` outside (0, 1), ``min_images < 1``, or a dataset too small to keep
+            ``min_images`` images on both sides.
+    """
+    fraction = float(fraction)
+    if not 0.0 < fraction < 1.0:
+        raise UserInputError(f"verification fraction must be in (0, 1), got {fraction}.")
+    if isinstance(min_images, bool) or int(min_images) != min_images or int(min_images) < 1:
+        raise UserInputError(f"verification min_images must be an integer >= 1, got {min_images!r}.")
+    min_images = int(min_images)
+    items = list(items)
+    n = len(items)
+    n_fold = max(min_images, int(math.floor(fraction * n + 0.5)))
+    if n - n_fold < min_images:
+        raise UserInputError(
+            f"the dataset has {n} image(s), too few to verify the protection: the verification holds out {n_fold} "
+            f"image(s) for its clean test set and needs at least {min_images} more to train on "
+            f"({n_fold + min_images} images at least with fraction={fraction}, min_images={min_images}); "
+            "give more images, lower min_images, or run protect without the verification."
+        )
+    order = sorted(range(n), key=lambda i: (_sort_key(items[i]), i))
+    perm = np.random.default_rng(int(seed)).permutation(n)
+    fold_idx = {order[int(p)] for p in perm[:n_fold]}
+    train_items = [e for i, e in enumerate(items) if i not in fold_idx]
+    fold_items = [e for i, e in enumerate(items) if i in fold_idx]
+    return train_items, fold_items
+
+
+# ----------------------------------------------------------------------------------------------- datalist
+def _labels(item: Mapping) -> list[str]:
+    label = item.get("label")
+    if label is None:
+        return []
+    if isinstance(label, (str, os.PathLike)):
+        return [os.fspath(label)]
+    return [os.fspath(p) for p in label]
+
+
+def _relative(path: str, root: str) -> str | None:
+    rel = os.path.relpath(os.path.abspath(path), root)
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        return None
+    return Path(rel).as_posix()
+
+
+def _entry_under(item: Mapping, root: str) -> dict[str, Any] | None:
+    """The split entry of ``item`` with paths relative to ``root``; ``None`` when a file is outside ``root`` or its
+    recorded ``image_rel`` / ``label_rel`` (the paths the writer used) point elsewhere under ``root``."""
+    image = os.path.abspath(os.fspath(item["image"]))
+    labels = [os.path.abspath(p) for p in _labels(item)]
+    rels = [_relative(p, root) for p in [image, *labels]]
+    if any(r is None for r in rels):
+        return None
+    recorded = [item.get("image_rel"), *(item.get("label_rel") or [None] * len(labels))]
+    for rel, rec in zip(rels, recorded):
+        if rec is not None and Path(rec).as_posix() != rel:
+            return None
+    return {
+        "image": rels[0],
+        "label": rels[1] if len(rels) == 2 else rels[1:],
+        "name": str(item.get("name") or Path(image).stem),
+    }
+
+
+def _split_entries(dataset_dir: str | os.PathLike | None, items: Sequence[dict]) -> tuple[str, list[dict]]:
+    """``(clean root, entries)``: the root the entries' relative paths (as the writer used them) refer to."""
+    candidates = []
+    for root in (dataset_dir, getattr(items, "root", None)):
+        if root is not None and os.path.abspath(root) not in candidates:
+            candidates.append(os.path.abspath(root))
+    for root in candidates:
+        entries = [_entry_under(e, root) for e in items]
+        if all(e is not None for e in entries):
+            return root, entries  # type: ignore[return-value]
+    if not candidates:
+        raise UserInputError("cannot verify the protection: give dataset_dir, the clean dataset folder.")
+    raise UserInputError(
+        f"cannot verify the protection: the datalist's files are not all inside the dataset folder {candidates[0]} "
+        "under the relative paths the writer used."
+    )
+
+
+# ----------------------------------------------------------------------------------------------- verdict
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
+def _display_name(exploiter: str) -> str:
+    return _DISPLAY_NAMES.get(str(exploiter).lower(), str(exploiter))
+
+
+def protection_verdict(
+    protected_dsc: float | None,
+    clean_dsc: float | None,
+    protected_dsc_best: float | None = None,
+    clean_dsc_best: float | None = None,
+    exploiter: str = "unet",
+) -> tuple[bool, str]:
+    """``(protected, message)`` for the scores of the two verification runs.
+
+    The protection is weak when ``protected_dsc > WEAK_RATIO * clean_dsc`` or ``protected_dsc_best > WEAK_RATIO *
+    clean_dsc`` (an exploiter that stops at its best epoch gets the latter). ``protected`` is ``False`` when the
+    protection is weak or a score is missing (no fold image with foreground was scored). When the clean reference
+    itself stays below :data:`MIN_REFERENCE_DSC`, the message says the result is inconclusive.
+    """
+    name = _display_name(exploiter)
+    best = protected_dsc if protected_dsc_best is None else protected_dsc_best
+    if protected_dsc is None or clean_dsc is None:
+        return False, (
+            "THE PROTECTION COULD NOT BE VERIFIED: no held-out image with a non-empty mask was scored "
+            f"(protected DSC {_fmt(protected_dsc)}, clean DSC {_fmt(clean_dsc)}). Do not release the data as "
+            "protected before checking it with train_exploiter."
+        )
+    limit = WEAK_RATIO * clean_dsc
+    weak_final = protected_dsc > limit
+    weak_best = best is not None and best > limit
+    clean_part = f"{clean_dsc:.2f} when trained on the originals"
+    if weak_final or weak_best:
+        if weak_final:
+            reach = f"reaches DSC {protected_dsc:.2f}"
+            if best is not None and best > protected_dsc + 0.005:
+                reach += f" ({best:.2f} at its best epoch)"
+        else:
+            reach = f"reaches DSC {best:.2f} at its best epoch ({protected_dsc:.2f} at the end of training)"
+        return False, (
+            f"THE DATA IS NOT PROTECTED: a {name} trained on the protected files {reach} on clean held-out images "
+            f"({clean_part}), more than {WEAK_RATIO:g} x the clean DSC. Do not release it as protected; train "
+            "the protector longer or with a larger epsilon and run protect again."
+        )
+    message = (
+        f"protection verified: a {name} trained on the protected files reaches DSC {protected_dsc:.2f} on clean "
+        f"held-out images ({_fmt(best)} at its best epoch; {clean_part})."
+    )
+    if clean_dsc < MIN_REFERENCE_DSC:
+        message += (
+            f" Inconclusive, however: trained on the originals the same {name} reaches only DSC {clean_dsc:.2f} "
+            f"(< {MIN_REFERENCE_DSC:g}), so the verification's training is too short to tell; raise its max_epochs."
+        )
+    return True, message
+
+
+# ----------------------------------------------------------------------------------------------- verification
+def verify_protection(
+    dataset_dir: str | os.PathLike | None,
+    datalist_items: Sequence[dict],
+    protected_dir: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    *,
+    image_size: int = 96,
+    max_epochs: int = 30,
+    steps: int | None = None,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    seed: int = 0,
+    exploiter: str = "unet",
+    exploiter_kwargs: Mapping[str, Any] | None = None,
+    fraction: float = 0.2,
+    min_images: int = 10,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train a fresh exploiter on the written protected files and score it on clean held-out originals.
+
+    :func:`verification_split` (``seed``) holds out a fold of ``datalist_items``. Then
+    :func:`monai_umed.apps.exploit.train_exploiter` runs twice with the same settings and seed ``seed + 1``:
+
+    1. on the **protected files** (``protected_dir``, same relative paths as the dataset) of the non-fold images,
+       scored on the **clean originals** of the fold -> ``work_dir/protected``;
+    2. on the **clean files** of the same non-fold images, scored on the same fold (the reference) ->
+       ``work_dir/clean``.
+
+    The default exploiter is a U-Net with :data:`VERIFY_EXPLOITER_KWARGS` (narrower than the protect job's
+    surrogate). Each run evaluates the fold after every epoch, so ``*_dsc_best`` is the peak an exploiter that
+    stops early would get (an optimistic score: the fold chooses the epoch); ``*_dsc`` is the final epoch's.
+
+    Args:
+        dataset_dir: the clean dataset folder (the root of the entries' ``image_rel`` / ``label_rel``).
+        datalist_items: the protect job's datalist entries (absolute ``image`` / ``label``, ``image_rel``,
+            ``label_rel``, ``name``), as from :func:`monai_umed.apps.resolve_dataset`.
+        protected_dir: the folder the writer wrote the protected dataset to (``<output_dir>/protected``).
+        work_dir: results folder (``<output_dir>/verification``); the runs write ``protected/`` and ``clean/``.
+        image_size: training / evaluation size (a multiple of 16).
+        max_epochs, batch_size, lr: training schedule of each run (Adam, fixed lr).
+        steps: when given, the training length of each run in optimisation steps instead of ``max_epochs``:
+            ``max_epochs = max(1, round(steps / batches per epoch))``, so the check costs the same for any dataset
+            size.
+        seed: seed of the fold; the exploiters train with ``seed + 1``.
+        exploiter: one of :data:`monai_umed.networks.EXPLOITERS`.
+        exploiter_kwargs: overrides of :func:`monai_umed.networks.get_exploiter`; ``None`` ->
+            :data:`VERIFY_EXPLOITER_KWARGS` for ``"unet"``, the defaults otherwise.
+        fraction, min_images: size of the fold (see :func:`verification_split`).
+        device: ``"cuda"`` / ``"cpu"`` / ...; ``None`` -> CUDA when available.
+        progress: show ignite progress bars.
+
+    Returns:
+        ``{"protected_dsc", "clean_dsc", "protected_dsc_best", "clean_dsc_best", "exploiter", "exploiter_kwargs",
+        "n_train", "n_test", "steps", "max_epochs", "image_size", "seconds", "protected", "message", "seed",
+        "fold", "conclusive", "protected_metrics", "clean_metrics"}``: ``steps`` is the number of optimisation
+        steps of one run (``max_epochs * ceil(n_train / batch_size)``), ``seconds`` the wall time of both runs,
+        ``protected`` / ``message`` the verdict of :func:`protection_verdict`, ``fold`` the names of the held-out
+        cases, ``conclusive`` whether the clean reference reached :data:`MIN_REFERENCE_DSC`, ``*_metrics`` the
+        paths of the runs' ``metrics.json``.
+
+    Raises:
+        UserInputError: a dataset too small for the fold, a missing protected file, or an invalid setting.
+    """
+    t0 = time.perf_counter()
+    if exploiter_kwargs is None:
+        kwargs: dict[str, Any] = dict(VERIFY_EXPLOITER_KWARGS) if str(exploiter).lower() == "unet" else {}
+    else:
+        kwargs = dict(exploiter_kwargs)
+    train_items, fold_items = verification_split(datalist_items, fraction=fraction, min_images=min_images, seed=seed)
+    if steps is not None:
+        if int(steps) < 1:
+            raise UserInputError(f"verification steps must be >= 1, got {steps}.")
+        max_epochs = max(1, round(int(steps) / math.ceil(len(train_items) / int(batch_size))))
+    root, _ = _split_entries(dataset_dir, datalist_items)
+    datalist = {
+        "training": _split_entries(root, train_items)[1],
+        "test": _split_entries(root, fold_items)[1],
+    }
+    protected_dir = Path(protected_dir)
+    if not protected_dir.is_dir():
+        raise UserInputError(f"cannot verify the protection: protected dataset folder not found: {protected_dir}")
+    work = Path(work_dir)
+    logger.info(
+        "verifying the protection: a %s (%s) trained on %d protected images of %s, tested on %d clean held-out "
+        "images; reference trained on the same %d clean images (%d epochs, %dx%d, seed %d) -> %s",
+        _display_name(exploiter),
+        kwargs or "default size",
+        len(train_items),
+        protected_dir,
+        len(fold_items),
+        len(train_items),
+        int(max_epochs),
+        int(image_size),
+        int(image_size),
+        int(seed) + 1,
+        work,
+    )
+    common = dict(
+        exploiter=exploiter,
+        image_size=int(image_size),
+        max_epochs=int(max_epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        device=device,
+        seed=int(seed) + 1,
+        exploiter_kwargs=kwargs,
+        progress=progress,
+    )
+    runs: dict[str, dict[str, Any]] = {}
+    for kind, train_dir in (("protected", protected_dir), ("clean", None)):
+        runs[kind] = train_exploiter(root, datalist, work / kind, train_dir=train_dir, **common)
+    p, c = runs["protected"], runs["clean"]
+    protected_dsc, clean_dsc = p["dsc"], c["dsc"]
+    protected_best, clean_best = p.get("dsc_best", protected_dsc), c.get("dsc_best", clean_dsc)
+    protected, message = protection_verdict(protected_dsc, clean_dsc, protected_best, clean_best, exploiter)
+    n_train = int(p.get("n_train", len(train_items)))
+    return {
+        "protected_dsc": protected_dsc,
+        "clean_dsc": clean_dsc,
+        "protected_dsc_best": protected_best,
+        "clean_dsc_best": clean_best,
+        "exploiter": exploiter,
+        "exploiter_kwargs": json.loads(json.dumps(kwargs, default=str)),  # tuples as lists, as in the manifest
+        "n_train": n_train,
+        "n_test": int(p.get("n_test", len(fold_items))),
+        "steps": int(max_epochs) * math.ceil(n_train / int(batch_size)),
+        "max_epochs": int(max_epochs),
+        "image_size": int(image_size),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "protected": protected,
+        "message": message,
+        "seed": int(seed) + 1,
+        "fold": [e["name"] for e in datalist["test"]],
+        "conclusive": clean_dsc is not None and clean_dsc >= MIN_REFERENCE_DSC,
+        "protected_metrics": str(work / "protected" / "metrics.json"),
+        "clean_metrics": str(work / "clean" / "metrics.json"),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- report
+def report_verification(
+    result: Mapping[str, Any], manifest_path: str | os.PathLike, require_dsc: float | None = None
+) -> dict[str, Any]:
+    """Record a :func:`verify_protection` result in the manifest, log it, and enforce ``require_dsc``.
+
+    ``manifest.json`` is read, given a ``"verification"`` entry (``result``; a previous entry is replaced) and
+    written back atomically (:func:`monai_umed.utils.atomic_write_json`). One summary line gives the protected and
+    clean DSC (final and best) and the image counts; when the protection is weak (``result["protected"]`` is
+    false) a WARNING says so in plain words (``result["message"]``).
+
+    Args:
+        result: the dict returned by :func:`verify_protection` (every key of :data:`VERIFICATION_KEYS`).
+        manifest_path: the protected dataset's ``manifest.json``.
+        require_dsc: when given, the largest acceptable ``protected_dsc`` (final epoch); above it (or when it is
+            missing) the job fails.
+
+    Returns:
+        the manifest as written.
+
+    Raises:
+        UserInputError: the manifest is missing or unreadable, or ``result`` lacks keys.
+        ProtectionCheckFailed: ``protected_dsc > require_dsc`` (a one-line error: the bundle job exits with
+            status 1); the manifest is written first.
+    """
+    missing = [k for k in VERIFICATION_KEYS if k not in result]
+    if missing:
+        raise UserInputError(f"verification result lacks the key(s) {', '.join(missing)}.")
+    path = Path(manifest_path)
+    if not path.is_file():
+        raise UserInputError(
+            f"manifest not found: {path}; the verification is recorded in the manifest the protected-dataset writer "
+            "writes, so write the protected dataset first."
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"manifest {path} is unreadable ({exc}); cannot record the verification.") from exc
+    if not isinstance(manifest, dict):
+        raise UserInputError(f"manifest {path} is not a JSON object; cannot record the verification.")
+    manifest["verification"] = dict(result)
+    atomic_write_json(path, manifest)
+
+    name = _display_name(result["exploiter"])
+    logger.info(
+        "VERIFICATION %s: %s trained on %d protected images -> DSC %s on %d clean held-out images (best %s); "
+        "trained on the same images clean -> DSC %s (best %s); %d steps, %.1f s -> %s",
+        "passed" if result["protected"] else "FAILED",
+        name,
+        result["n_train"],
+        _fmt(result["protected_dsc"]),
+        result["n_test"],
+        _fmt(result["protected_dsc_best"]),
+        _fmt(result["clean_dsc"]),
+        _fmt(result["clean_dsc_best"]),
+        result["steps"],
+        result["seconds"],
+        path,
+    )
+    if not result["protected"]:
+        logger.warning("%s", result["message"])
+    elif result.get("conclusive") is False:
+        logger.warning("%s", result["message"])
+    if require_dsc is not None:
+        limit = float(require_dsc)
+        got = result["protected_dsc"]
+        if got is None or got > limit:
+            reach = "could not be scored" if got is None else f"reaches DSC {got:.2f}"
+            raise ProtectionCheckFailed(
+                f"protection check failed: a {name} trained on the protected files {reach} on clean held-out "
+                f"images (require_dsc={limit:g}; {_fmt(result['clean_dsc'])} when trained on the originals); "
+                f"details in the 'verification' entry of {path}."
+            )
+    return manifest
