@@ -434,8 +434,11 @@ def write_report(
         )
     else:
         lines.append("Invisibility of the protected set: no manifest summary found.")
+    verification = (manifest or {}).get("verification")
+    if verification:
+        lines.append(f"Self-verification of protect (manifest): {verification.get('message')}")
     if settings:
-        keys = ("protector", "epsilon", "image_size", "surrogate_epochs", "generator_epochs", "batch_size",
+        keys = ("protector", "epsilon", "image_size", "steps", "phase_steps", "surrogate_epochs", "generator_epochs", "batch_size",
                 "lr_generator", "lr_surrogate", "band_width", "patch_size", "max_rounds", "pgd_steps", "seed")
         lines.append("Protector settings: " + ", ".join(f"{k}={settings[k]}" for k in keys if k in settings) + ".")
     lines += [
