@@ -231,7 +231,12 @@ def protection_verdict(
             if best is not None and best > protected_dsc + 0.005:
                 reach += f" ({best:.2f} at its best epoch)"
         else:
-            reach = f"reaches DSC {best:.2f} at its best epoch ({protected_dsc:.2f} at the end of training)"
+            return False, (
+                f"THE DATA IS NOT PROTECTED AGAINST EARLY STOPPING: a {name} trained on the protected files ends at "
+                f"DSC {protected_dsc:.2f} on clean held-out images but reaches {best:.2f} at its best epoch "
+                f"({clean_part}), more than {WEAK_RATIO:g} x the clean DSC: an exploiter who stops early learns "
+                "the task. Do not release it as fully protected."
+            )
         return False, (
             f"THE DATA IS NOT PROTECTED: a {name} trained on the protected files {reach} on clean held-out images "
             f"({clean_part}), more than {WEAK_RATIO:g} x the clean DSC. Do not release it as protected; train "

@@ -131,7 +131,8 @@ def test_verdict():
     assert "0.93 when trained on the originals" in msg and "Do not release it as protected" in msg
     # an exploiter that stops at its best epoch beats the protection: weak too
     early, msg = protection_verdict(0.1, 0.8, 0.6, 0.8, exploiter="transunet")
-    assert not early and "TransUNet" in msg and "0.60 at its best epoch" in msg
+    assert not early and "TransUNet" in msg and "reaches 0.60 at its best epoch" in msg
+    assert msg.startswith("THE DATA IS NOT PROTECTED AGAINST EARLY STOPPING") and "ends at DSC 0.10" in msg
     assert protection_verdict(0.4, 0.8)[0] and not protection_verdict(0.41, 0.8)[0]  # the bound is 0.5 x clean
     assert protection_verdict(None, 0.8)[0] is False and "COULD NOT BE VERIFIED" in protection_verdict(None, 0.8)[1]
     inconclusive, msg = protection_verdict(0.05, 0.3)

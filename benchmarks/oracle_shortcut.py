@@ -1,0 +1,90 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Write a hand-made ("oracle") shortcut inside UMed's feasible set, to ask whether *any* pattern of UMed's form
+protects a dataset.
+
+For every training entry of a split, the image gets ``delta = bound * pattern``, with UMed's bound (Eq. 4-5):
+``epsilon`` in the contour band and ``epsilon * x_t`` in the ROI interior (``x_t``: the LBP texture map; ``--full``
+uses ``epsilon`` there too), and a pattern that carries the label:
+
+* ``offset``: +1 inside the ROI, -1 in the outer band;
+* ``check96`` / ``check48``: a checkerboard on a 96 / 48-pixel grid (upsampled to the file's size: bilinearly
+  then signed / nearest neighbour), its phase flipped between the ROI and the outer band.
+
+The files are rounded to 8 bits and written with the masks to ``--output_dir`` in the dataset's layout, so that
+``train_exploiter --train_dir OUTPUT`` trains on them. The band width is 3 pixels at 96 pixels, scaled to the
+file's size, as the protect job does.
+
+    python benchmarks/oracle_shortcut.py --dataset_dir D --datalist S.json --output_dir O --pattern check96
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from monai_umed.handlers import native_band_width  # noqa: E402
+from monai_umed.transforms import ContourBand, LBPTextureMap  # noqa: E402
+
+
+def pattern(kind: str, roi: np.ndarray) -> np.ndarray:
+    """+-1 pattern of ``kind`` on the grid of ``roi`` (H, W), with its sign flipped outside the ROI."""
+    sign = np.where(roi > 0, 1.0, -1.0)
+    if kind == "offset":
+        return sign
+    grid = {"check96": 96, "check48": 48}[kind]
+    board = (np.indices((grid, grid)).sum(0) % 2 * 2 - 1.0).astype(np.float32)
+    # as measured: the 96 grid upsampled bilinearly then signed, the 48 grid by nearest neighbour
+    mode = "bilinear" if grid == 96 else "nearest"
+    up = F.interpolate(torch.from_numpy(board)[None, None], size=roi.shape, mode=mode)[0, 0].numpy()
+    return np.sign(up) * sign
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset_dir", required=True)
+    parser.add_argument("--datalist", required=True, help="split JSON; its training entries are written")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--pattern", default="check96", choices=("offset", "check96", "check48"))
+    parser.add_argument("--epsilon", type=float, default=4 / 255)
+    parser.add_argument("--full", action="store_true", help="ROI interior at epsilon instead of epsilon * x_t")
+    args = parser.parse_args()
+    root, out = Path(args.dataset_dir), Path(args.output_dir)
+    if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
+        raise SystemExit(f"--output_dir {out} is inside the dataset {root}: never write into an input dataset")
+    entries = json.loads(Path(args.datalist).read_text())["training"]
+    psnr = []
+    for e in entries:
+        img = Image.open(root / e["image"])
+        x = np.asarray(img, dtype=np.float32) / 255
+        roi = (np.asarray(Image.open(root / e["label"])) > 0).astype(np.float32)
+        band = ContourBand(width=native_band_width(3, (96, 96), roi.shape))(torch.from_numpy(roi)[None]).numpy()[0]
+        interior = (1 - band) * roi
+        grey = x if x.ndim == 2 else x[..., :3].mean(-1)
+        x_t = np.ones_like(roi) if args.full else LBPTextureMap()(torch.from_numpy(grey)[None]).numpy()[0]
+        delta = args.epsilon * (band + x_t * interior) * pattern(args.pattern, roi)
+        if x.ndim == 3:
+            delta = delta[..., None]
+        protected = np.clip(np.round((x + delta) * 255), 0, 255).astype(np.uint8)
+        mse = float(((protected.astype(np.float64) - np.round(x * 255)) ** 2).mean())
+        psnr.append(10 * np.log10(255**2 / mse) if mse > 0 else float("inf"))
+        for rel, arr in ((e["image"], protected), (e["label"], None)):
+            dst = out / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.partial")
+            (Image.fromarray(arr, img.mode) if arr is not None else Image.open(root / rel)).save(tmp, format="PNG")
+            tmp.replace(dst)
+    print(f"{len(entries)} images written to {out}; mean PSNR {np.mean(psnr):.2f} dB")
+
+
+if __name__ == "__main__":
+    main()
