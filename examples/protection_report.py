@@ -23,8 +23,7 @@ interrupted report resumes; a step that reruns makes the steps depending on it r
 Example::
 
     python examples/protection_report.py --dataset_dir ../shared/data/busi_224 --output_dir outputs/report \\
-        --exploiters unet --defenses none,jpeg --image_size 96 --max_epochs 30 --lr 1e-3 \\
-        --protect_args "--surrogate_epochs 30 --generator_epochs 1"
+        --exploiters unet --defenses none,jpeg --image_size 96 --max_epochs 30 --lr 1e-3
 """
 
 from __future__ import annotations
