@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 #: ``../shared/data`` beside the repository (or ``$UMED_SHARED_DATA``); tests that need it skip when absent.
 SHARED_DATA = Path(os.environ.get("UMED_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -29,3 +31,26 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def write_ellipses(root: Path, n: int = 16, size: int = 32, seed: int = 0) -> Path:
+    """Bright ellipses (0.8) on a dark background (0.15) with mild noise, ``images/`` + ``masks/`` 8-bit PNGs: an
+    easy segmentation task that a tiny U-Net learns in a few epochs."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir(parents=True)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
+        ay, ax = rng.uniform(size * 0.12, size * 0.28, 2)
+        m = ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 <= 1
+        img = np.where(m, 0.8, 0.15) + rng.normal(0, 0.05, m.shape)
+        Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8)).save(root / "images" / f"e_{i:02d}.png")
+        Image.fromarray((m * 255).astype(np.uint8)).save(root / "masks" / f"e_{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def ellipses():
+    """:func:`write_ellipses`, for tests that need an easy real-looking dataset on disk."""
+    return write_ellipses

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_umed.apps.exploit import train_exploiter
+from monai_umed.apps.exploit import _as_list, _rel_to, train_exploiter
 from monai_umed.utils import ProtectionCheckFailed, UserInputError, atomic_write_json
 
 __all__ = [
@@ -137,28 +137,13 @@ def verification_split(
 
 
 # ----------------------------------------------------------------------------------------------- datalist
-def _labels(item: Mapping) -> list[str]:
-    label = item.get("label")
-    if label is None:
-        return []
-    if isinstance(label, (str, os.PathLike)):
-        return [os.fspath(label)]
-    return [os.fspath(p) for p in label]
-
-
-def _relative(path: str, root: str) -> str | None:
-    rel = os.path.relpath(os.path.abspath(path), root)
-    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
-        return None
-    return Path(rel).as_posix()
-
-
 def _entry_under(item: Mapping, root: str) -> dict[str, Any] | None:
     """The split entry of ``item`` with paths relative to ``root``; ``None`` when a file is outside ``root`` or its
     recorded ``image_rel`` / ``label_rel`` (the paths the writer used) point elsewhere under ``root``."""
     image = os.path.abspath(os.fspath(item["image"]))
-    labels = [os.path.abspath(p) for p in _labels(item)]
-    rels = [_relative(p, root) for p in [image, *labels]]
+    labels = [os.path.abspath(p) for p in _as_list(item.get("label"))]
+    rels = [_rel_to(p, root) for p in [image, *labels]]
+    rels = [None if r is None else Path(r).as_posix() for r in rels]
     if any(r is None for r in rels):
         return None
     recorded = [item.get("image_rel"), *(item.get("label_rel") or [None] * len(labels))]

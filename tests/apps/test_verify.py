@@ -140,22 +140,6 @@ def test_verdict():
 
 
 # ------------------------------------------------------------------------------------------------- data
-def _ellipses(root: Path, n: int = 16, size: int = 32, seed: int = 0) -> Path:
-    """Bright ellipses (0.8) on a dark background (0.15) with mild noise: an easy segmentation task."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir(parents=True)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(n):
-        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
-        ay, ax = rng.uniform(size * 0.12, size * 0.28, 2)
-        m = ((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 <= 1
-        img = np.where(m, 0.8, 0.15) + rng.normal(0, 0.05, m.shape)
-        Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8)).save(root / "images" / f"e_{i:02d}.png")
-        Image.fromarray((m * 255).astype(np.uint8)).save(root / "masks" / f"e_{i:02d}.png")
-    return root
-
-
 def _shortcut_copy(clean: Path, protected: Path, seed: int = 1) -> Path:
     """A "protected" copy whose images carry a shortcut instead of the object: the bright ellipse is removed
     (background noise everywhere) and the mask region is painted black. A network trained on it learns
@@ -177,11 +161,11 @@ def _manifest(output: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+def runs(tmp_path_factory, ellipses) -> dict[str, tuple[Path, dict]]:
     """One verification of an UNPROTECTED dataset (the "protected" folder is an exact copy of the clean images)
     and one of a dataset whose "protected" files carry a shortcut; ``{kind: (output_dir, result)}``."""
     base = tmp_path_factory.mktemp("verify")
-    clean = _ellipses(base / "dataset")
+    clean = ellipses(base / "dataset")
     items = load_datalist(clean)
     out: dict[str, tuple[Path, dict]] = {}
     for kind in ("copy", "shortcut"):
@@ -325,8 +309,8 @@ def test_default_exploiter_is_not_the_surrogate(tmp_path, monkeypatch):
     assert set(VERIFICATION_KEYS) <= set(result)
 
 
-def test_missing_protected_file_is_reported(tmp_path):
-    clean = _ellipses(tmp_path / "dataset", n=8)
+def test_missing_protected_file_is_reported(tmp_path, ellipses):
+    clean = ellipses(tmp_path / "dataset", n=8)
     protected = tmp_path / "out" / "protected"
     shutil.copytree(clean, protected)
     train, _ = verification_split(load_datalist(clean), min_images=4, seed=0)
