@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -280,3 +281,18 @@ def test_em_baseline_bundle(tmp_path):
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     proc = _bundle("protect", "protect_em.json", "--output_dir", str(tmp_path / "bad"), "--image_size", "30", check=False)
     assert proc.returncode != 0 and "multiple of 16" in proc.stdout + proc.stderr
+
+
+def test_resume_extends_a_step_schedule(tmp_path):
+    """--resume true with a larger --steps trains only the phases that are missing (step schedule)."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=1)
+    i = STEPS.index("--steps")
+    common = ["--dataset_dir", str(data), "--output_dir", str(tmp_path / "o"), *STEPS[:i], *STEPS[i + 2:],
+              "--verify", "false"]
+    first = _bundle("protect", "protect.json", *common, "--steps", "8")
+    assert "schedule completed: 8 steps in 4 phases" in first.stdout + first.stderr
+    more = _bundle("protect", "protect.json", *common, "--steps", "16", "--resume", "true")
+    log = more.stdout + more.stderr
+    assert "resuming from checkpoint" in log and "schedule completed: 16 steps in 8 phases" in log
+    done = re.findall(r"Epoch\[(\d+)\] Complete", log)
+    assert sorted(set(map(int, done))) == [5, 6, 7, 8], done
