@@ -41,15 +41,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Two threads on two shared cores are far slower than one for these tiny models."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def verify_log(caplog, monkeypatch):
     """caplog at INFO on the module's logger, with propagation on (another test may have turned it off)."""
