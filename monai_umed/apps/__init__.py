@@ -9,6 +9,7 @@ from monai_umed.apps.protect import (
     MatchChannelsd,
     build_perturbator,
     check_image_size,
+    check_schedule,
     check_output_dir,
     infer_channels,
     latest_checkpoint,

@@ -26,6 +26,7 @@ from monai_umed.utils import UserInputError, atomic_write, is_temp_path
 
 __all__ = [
     "check_image_size",
+    "check_schedule",
     "check_output_dir",
     "resolve_dataset",
     "infer_channels",
@@ -214,6 +215,51 @@ def parse_epsilon(value: Any, name: str = "epsilon") -> float:
             name, text, eps * 255, EPSILON_WARN * 255,
         )
     return eps
+
+
+def check_schedule(
+    steps: Any = None,
+    phase_steps: Any = None,
+    generator_epochs: Any = 1,
+    surrogate_epochs: Any = None,
+    surrogate_reset: Any = 0,
+    stop_ratio: Any = None,
+    verify_steps: Any = None,
+    require_dsc: Any = None,
+) -> None:
+    """Check the protect job's schedule and verification options before any work.
+
+    Raises:
+        UserInputError: one line naming the option, for a count that is not a whole number in range (``steps``,
+            ``phase_steps``, ``verify_steps``, ``surrogate_epochs`` >= 1; ``generator_epochs``, ``surrogate_reset``
+            >= 0) or a ratio / DSC that is not a number in range (``stop_ratio`` > 0, ``require_dsc`` in [0, 1]).
+    """
+
+    def whole(name: str, value: Any, least: int) -> None:
+        if value is None:
+            return
+        ok = not isinstance(value, bool)
+        try:
+            ok = ok and float(value) == int(float(value)) and int(float(value)) >= least
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise UserInputError(f"--{name} {value!r}: expected a whole number >= {least}.")
+
+    for name, value, least in (("steps", steps, 1), ("phase_steps", phase_steps, 1), ("verify_steps", verify_steps, 1),
+                               ("surrogate_epochs", surrogate_epochs, 1), ("generator_epochs", generator_epochs, 0),
+                               ("surrogate_reset", surrogate_reset, 0)):
+        whole(name, value, least)
+    for name, value, lo, hi in (("stop_ratio", stop_ratio, 0.0, math.inf), ("require_dsc", require_dsc, 0.0, 1.0)):
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if isinstance(value, bool) or not (lo <= number <= hi) or (name == "stop_ratio" and number <= 0):
+            bounds = "a number > 0" if name == "stop_ratio" else "a DSC in [0, 1]"
+            raise UserInputError(f"--{name} {value!r}: expected {bounds}.")
 
 
 def check_image_size(image_size: int | Sequence[int], *strides: Sequence[int]) -> tuple[int, ...]:

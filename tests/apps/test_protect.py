@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from PIL import Image
 
 from monai_umed.apps import (
     check_image_size,
+    check_schedule,
     MatchChannelsd,
     as_bool,
     build_perturbator,
@@ -113,3 +116,30 @@ def test_umed_transforms_are_cached_whole(tmp_path: Path):
         assert {"contour_band", "roi_interior", "texture_map"} <= set(cached)
         assert type(cached["image"]) is torch.Tensor  # plain tensors: cheap collation
     assert ds[0]["texture_map"].shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"steps": 0}, "--steps 0: expected a whole number >= 1"),
+        ({"steps": 2.5}, "--steps 2.5: expected a whole number >= 1"),
+        ({"steps": "many"}, "--steps 'many'"),
+        ({"phase_steps": 0}, "--phase_steps 0"),
+        ({"verify_steps": -3}, "--verify_steps -3"),
+        ({"surrogate_epochs": 0}, "--surrogate_epochs 0"),
+        ({"generator_epochs": -1}, "--generator_epochs -1: expected a whole number >= 0"),
+        ({"surrogate_reset": True}, "--surrogate_reset True"),
+        ({"stop_ratio": 0}, "--stop_ratio 0: expected a number > 0"),
+        ({"require_dsc": "abc"}, "--require_dsc 'abc': expected a DSC in [0, 1]"),
+        ({"require_dsc": 1.5}, "--require_dsc 1.5"),
+    ],
+)
+def test_check_schedule_refuses_bad_options_with_one_line(kwargs, message):
+    with pytest.raises(UserInputError, match=re.escape(message)):
+        check_schedule(**kwargs)
+
+
+def test_check_schedule_accepts_the_defaults_and_the_paper():
+    check_schedule(steps=2000, phase_steps=32, generator_epochs=1, verify_steps=500)
+    check_schedule(surrogate_epochs=100, generator_epochs=4, surrogate_reset=0, stop_ratio=0.2, require_dsc=0.0)
+    check_schedule(steps="2000", require_dsc="0.2")  # the command line may pass strings

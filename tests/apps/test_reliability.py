@@ -241,6 +241,8 @@ def test_user_errors_end_with_one_message_and_no_traceback(tmp_path: Path):
           str(tmp_path / "o")], f"{data}/images/b.png: file is empty"),
         (["apply", "--config_file", str(CONFIGS / "apply.json"), "--protector_file", str(tmp_path / "nope.pt"),
           "--output_dir", str(tmp_path / "o2")], "protector file not found"),
+        (["protect", "--config_file", str(CONFIGS / "protect.json"), "--output_dir", str(tmp_path / "o3"),
+          "--synthetic_images", "2", "--synthetic_size", "32", "--steps", "0"], "--steps 0: expected a whole number"),
     ]
     for args, expected in cases:
         proc = _run(*args)
