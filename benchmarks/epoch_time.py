@@ -22,7 +22,7 @@ import torch
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 
-from monai_umed.apps import build_perturbator
+from monai_umed.protectors import build_perturbator
 
 CONFIG = Path(__file__).resolve().parents[1] / "bundles" / "umed" / "configs" / "protect.json"
 

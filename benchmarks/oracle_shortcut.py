@@ -32,8 +32,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monai_umed.handlers import native_band_width  # noqa: E402
+from monai_umed.protectors import native_band_width  # noqa: E402
 from monai_umed.transforms import ContourBand, LBPTextureMap  # noqa: E402
+from monai_umed.utils import atomic_write  # noqa: E402
 
 
 def pattern(kind: str, roi: np.ndarray) -> np.ndarray:
@@ -80,9 +81,8 @@ def main() -> None:
         for rel, arr in ((e["image"], protected), (e["label"], None)):
             dst = out / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dst.with_name(f".{dst.name}.partial")
-            (Image.fromarray(arr, img.mode) if arr is not None else Image.open(root / rel)).save(tmp, format="PNG")
-            tmp.replace(dst)
+            picture = Image.fromarray(arr, img.mode) if arr is not None else Image.open(root / rel)
+            atomic_write(dst, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
     print(f"{len(entries)} images written to {out}; mean PSNR {np.mean(psnr):.2f} dB")
 
 

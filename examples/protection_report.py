@@ -43,6 +43,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundles" / "umed" / "configs"
+sys.path.insert(0, str(REPO))
+
+from monai_umed.utils import atomic_write_bytes, atomic_write_text  # noqa: E402
 
 #: columns of report.csv
 CSV_COLUMNS = ("data", "exploiter", "defense", "dsc", "dsc_best", "dsc_best_epoch", "jaccard", "n_test", "seconds")
@@ -52,23 +55,6 @@ CSV_COLUMNS = ("data", "exploiter", "defense", "dsc", "dsc_best", "dsc_best_epoc
 def log(msg: str) -> None:
     """Print a progress line of the report (flushed, so it interleaves correctly with the steps' output)."""
     print(f"[protection_report] {msg}" if not msg.startswith("[") else msg, flush=True)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` under a temporary name beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Atomic UTF-8 text write (temporary file + ``os.replace``)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def read_json(path: Path) -> Any:
@@ -276,7 +262,7 @@ def make_figure(
     from PIL import Image, ImageDraw, ImageFont
 
     from monai_umed.data import LoadMask, intensity_range, load_datalist, read_raw, to_unit
-    from monai_umed.handlers.writer import native_band_width
+    from monai_umed.protectors import native_band_width
     from monai_umed.transforms import ContourBand
 
     items = list(load_datalist(dataset_dir=str(dataset_dir), datalist=str(split_file), key="training"))
@@ -555,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.output_dir).resolve()
     dataset = Path(args.dataset_dir).resolve()
-    from monai_umed.apps import check_output_dir
+    from monai_umed.utils import check_output_dir
 
     check_output_dir(dataset, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -709,9 +695,10 @@ def main(argv: list[str] | None = None) -> int:
     protector_file = protected_dir.parent / "protector.pt"
     if protector_file.is_file():
         try:
-            from monai_umed.apps import load_protector
+            from monai_umed.protectors import load_protector
 
-            settings = load_protector(protector_file)[1]
+            protector, settings = load_protector(protector_file)
+            settings = {**settings, **protector.config(), "epsilon": protector.epsilon}
         except (ValueError, OSError, RuntimeError) as exc:
             log(f"protector {protector_file} not usable for the figure ({exc}); using the manifest's settings")
     if settings is None and manifest:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
 from pathlib import Path
 
@@ -29,10 +28,12 @@ import torch
 from monai.transforms import AsDiscreted, Compose, EnsureTyped, MapTransform, Resized
 from PIL import Image, ImageDraw, ImageFont
 
-from monai_umed.apps import MatchChannelsd, build_perturbator, infer_channels, load_protector
+from monai_umed.apps import infer_channels
 from monai_umed.data import LoadImageUnitd, LoadMaskd
 from monai_umed.networks import UMedPerturbator
-from monai_umed.transforms import ContourBandd, LBPTextureMapd
+from monai_umed.protectors import UMedProtector, load_protector
+from monai_umed.transforms import ContourBandd, LBPTextureMapd, MatchChannelsd
+from monai_umed.utils import atomic_write_bytes
 
 TITLES = ("image", "contour band (grey: y_t)", "texture map x_t", "delta_c (amplified)", "delta_t (amplified)",
           "protected")
@@ -119,22 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the untrained perturbators' weights")
     args = p.parse_args(argv)
 
-    priors = {"band_width": args.band_width, "band_side": "both", "lbp_points": 8, "lbp_radius": 1.0,
-              "lbp_method": "uniform", "lbp_normalize": "max_code"}
     if args.protector:
-        perturbator, settings = load_protector(args.protector)
-        priors.update({k: settings[k] for k in priors if k in settings})
-        channels = int(settings["channels"])
-        image_size = args.image_size or int(settings["image_size"])
-        if args.epsilon is not None and args.epsilon != perturbator.epsilon:
-            trained = perturbator
-            perturbator = build_perturbator(**{**settings["perturbator"], "epsilon": args.epsilon})
-            perturbator.load_state_dict(trained.state_dict())
+        protector, _ = load_protector(args.protector)
+        if not isinstance(protector, UMedProtector):
+            p.error(f"{args.protector} is a {protector.name!r} protector; this figure shows UMed's two generators.")
+        if args.epsilon is not None and args.epsilon != protector.epsilon:
+            trained = protector
+            protector = UMedProtector(**{**trained.config(), "epsilon": args.epsilon})
+            protector.load_state_dict(trained.state_dict())
     else:
         torch.manual_seed(args.seed)
         channels = infer_channels([{"image": args.image}])
-        image_size = args.image_size or 96
-        perturbator = build_perturbator(in_channels=channels, epsilon=args.epsilon or 4 / 255)
+        protector = UMedProtector(in_channels=channels, image_size=args.image_size or 96,
+                                  epsilon=args.epsilon or 4 / 255, band_width=args.band_width)
+    priors = protector.priors.as_dict()
+    channels = protector.in_channels
+    image_size = args.image_size or protector.image_size[0]
+    perturbator = protector.perturbator.eval()
     pipeline = make_pipeline(perturbator, channels, image_size, priors)
     d = pipeline({"image": args.image, "label": args.mask})
     picture = compose_picture(d, perturbator.epsilon, args.panel_size)
@@ -143,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     picture.save(buf, format="PNG")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out)
+    atomic_write_bytes(out, buf.getvalue())
     dc, dt = d["delta_c"].abs().max().item(), d["delta_t"].abs().max().item()
     print(f"wrote {out} ({picture.width}x{picture.height}); |delta_c| max {dc * 255:.2f}/255, "
           f"|delta_t| max {dt * 255:.2f}/255, epsilon {perturbator.epsilon * 255:.2f}/255")

@@ -34,6 +34,8 @@ __all__ = [
     "OutputLock",
     "lock_output_dir",
     "install_cli_error_hook",
+    "is_within",
+    "check_output_dir",
 ]
 
 logger = logging.getLogger("monai_umed")
@@ -164,6 +166,32 @@ def atomic_copy(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """:func:`atomic_write` of a byte-for-byte copy of ``src``."""
     return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
 
+
+
+def is_within(child: str | os.PathLike, parent: str | os.PathLike) -> bool:
+    """True when ``child`` is ``parent`` or lies inside it (both resolved, symbolic links followed)."""
+    try:
+        Path(child).resolve().relative_to(Path(parent).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_output_dir(input_dir: str | os.PathLike, output_dir: str | os.PathLike, what: str = "output folder") -> None:
+    """The one output-folder policy of every job: an output may not be, be inside, or contain an input folder.
+
+    Raises:
+        UserInputError: naming both folders (``what`` names the output in the message, e.g. ``"--output_file"``).
+    """
+    src = Path(input_dir).resolve()
+    dst = Path(output_dir).resolve()
+    if is_within(dst, src):
+        raise UserInputError(
+            f"{what} {dst} is the input dataset {src} or inside it; monai_umed never writes into the "
+            "input dataset. Choose an output folder outside it."
+        )
+    if is_within(src, dst):
+        raise UserInputError(f"{what} {dst} contains the input dataset {src}; choose a folder beside it.")
 
 class OutputLock:
     """An exclusive lock on an output folder, held by one running job.

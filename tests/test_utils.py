@@ -126,3 +126,19 @@ def test_cli_error_hook_prints_one_line_for_user_errors():
         capture_output=True, text=True, timeout=60,
     )
     assert bug.returncode == 1 and "Traceback" in bug.stderr, "internal errors keep their traceback"
+
+
+def test_check_output_dir_is_one_policy_for_every_job(tmp_path: Path):
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    utils.check_output_dir(data, tmp_path / "out")
+    utils.check_output_dir(data, tmp_path / "data_out")  # a sibling whose name starts alike is fine
+    for bad, why in ((data, "or inside it"), (data / "sub", "or inside it"), (tmp_path, "contains the input")):
+        with pytest.raises(utils.UserInputError, match=why):
+            utils.check_output_dir(data, bad)
+    link = tmp_path / "link"
+    link.symlink_to(data, target_is_directory=True)
+    with pytest.raises(utils.UserInputError, match="or inside it"):
+        utils.check_output_dir(data, link / "x")  # through a symbolic link too
+    with pytest.raises(utils.UserInputError, match="--output_file"):
+        utils.check_output_dir(data, data / "split.json", what="--output_file")

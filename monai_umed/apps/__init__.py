@@ -4,22 +4,16 @@
 from monai_umed.apps.cli import check_cli_options, start_job
 from monai_umed.apps.protect import (
     EPSILON_WARN,
-    PROTECTOR_FORMAT,
     as_bool,
-    MatchChannelsd,
-    build_perturbator,
     check_image_size,
     check_schedule,
-    check_output_dir,
     infer_channels,
     latest_checkpoint,
-    load_protector,
     parse_epsilon,
-    prior_transforms,
     resolve_dataset,
-    save_protector,
     umed_transforms,
 )
+from monai_umed.apps.writer import ProtectedDatasetWriter, check_written, file_values, quantize_protected, sha256_file
 from monai_umed.apps.split import SPLIT_KEYS, make_split, write_split
 from monai_umed.apps.exploit import (
     EXPLOIT_DEFENSES,

@@ -1,5 +1,5 @@
 # Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
-"""Glue for the ``protect`` job: dataset resolution, the training transforms, and saving/loading a protector.
+"""Glue for the ``protect`` job: dataset resolution, option checks and the training transforms.
 
 The bundle configs (``bundles/umed/configs/*.json``) compose these with MONAI components; a researcher can
 call them from Python too.
@@ -10,33 +10,24 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import AsDiscreted, Compose, EnsureTyped, MapTransform, Resized, SelectItemsd
+from monai.transforms import Compose, SelectItemsd
 
 from monai_umed.data import LoadImageUnitd, LoadMaskd, load_datalist, make_synthetic_dataset, read_raw, validate_datalist
-from monai_umed.networks import ContourPerturbator, TexturePerturbator, UMedPerturbator
-from monai_umed.transforms import ContourBandd, LBPTextureMapd
-from monai_umed.utils import UserInputError, atomic_write, is_temp_path
+from monai_umed.transforms import prior_transforms
+from monai_umed.utils import UserInputError, check_output_dir, is_temp_path
 
 __all__ = [
     "check_image_size",
     "check_schedule",
-    "check_output_dir",
     "resolve_dataset",
     "infer_channels",
-    "MatchChannelsd",
-    "prior_transforms",
     "umed_transforms",
-    "build_perturbator",
-    "save_protector",
-    "load_protector",
-    "PROTECTOR_FORMAT",
     "latest_checkpoint",
     "as_bool",
     "parse_epsilon",
@@ -44,30 +35,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("monai_umed")
-
-#: version tag stored in protector files
-PROTECTOR_FORMAT = "monai_umed.protector/1"
-
-
-def _is_within(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-        return True
-    except ValueError:
-        return False
-
-
-def check_output_dir(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike) -> None:
-    """Refuse an output folder equal to, inside, or containing the input dataset (nothing may be overwritten)."""
-    src = Path(dataset_dir).resolve()
-    dst = Path(output_dir).resolve()
-    if dst == src or _is_within(dst, src):
-        raise UserInputError(
-            f"output folder {dst} is the input dataset {src} or inside it; monai_umed never writes into the "
-            "input dataset. Choose an output folder outside it."
-        )
-    if _is_within(src, dst):
-        raise UserInputError(f"output folder {dst} contains the input dataset {src}; choose a folder beside it.")
 
 
 def _common_folder(items: Sequence[dict]) -> str | None:
@@ -157,29 +124,6 @@ def infer_channels(datalist: Sequence[dict]) -> int:
         if not _grey_channels(read_raw(item["image"]).array):
             return 3
     return 1
-
-
-class MatchChannelsd(MapTransform):
-    """Bring images to ``channels`` channels: grey-as-RGB ``[3, H, W]`` -> ``[1, H, W]`` (first channel), or
-    ``[1, H, W]`` -> ``[3, H, W]`` (repeated); other counts pass unchanged when they already match."""
-
-    def __init__(self, keys, channels: int, allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.channels = channels
-
-    def __call__(self, data):
-        d = dict(data)
-        for key in self.key_iterator(d):
-            img = d[key]
-            if img.shape[0] == self.channels:
-                continue
-            if self.channels == 1 and img.shape[0] == 3:
-                d[key] = img[:1]
-            elif self.channels == 3 and img.shape[0] == 1:
-                d[key] = img.repeat(3, *([1] * (img.ndim - 1)))
-            else:
-                raise ValueError(f"cannot bring an image with {img.shape[0]} channels to {self.channels}.")
-        return d
 
 
 #: Above this epsilon a warning says that the perturbation may become visible (the paper uses 4/255 and 8/255).
@@ -285,45 +229,6 @@ def check_image_size(image_size: int | Sequence[int], *strides: Sequence[int]) -
     return size
 
 
-def prior_transforms(
-    image_size: int | Sequence[int],
-    channels: int,
-    band_width: int = 3,
-    band_side: str = "both",
-    lbp_points: int = 8,
-    lbp_radius: float = 1.0,
-    lbp_method: str = "uniform",
-    lbp_normalize: str = "max_code",
-    track_meta: bool = False,
-) -> Compose:
-    """Resize an ``{"image", "label"}`` pair to the training size and add the priors of Eq. 4-5.
-
-    Image: bilinear with anti-aliasing; label: nearest, then foreground ``label > 0`` as class 1.
-    Adds ``contour_band`` and ``roi_interior`` (``ContourBandd``) and ``texture_map`` (``LBPTextureMapd``).
-    The outputs are float32 plain tensors unless ``track_meta``: training needs no metadata, and every torch
-    operation on a MetaTensor goes through MONAI's metadata handling (on 128 BUSI cases at 96x96 and 2 CPU cores,
-    plain tensors took an epoch from 6.2 s to 4.3 s for the generators and from 4.7 s to 3.3 s for the surrogate).
-    """
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    return Compose(
-        [
-            MatchChannelsd("image", channels),
-            Resized("image", spatial_size=size, mode="bilinear", anti_aliasing=True),
-            Resized("label", spatial_size=size, mode="nearest"),
-            AsDiscreted("label", threshold=0.5),
-            ContourBandd("label", width=band_width, side=band_side),
-            LBPTextureMapd(
-                "image", num_points=lbp_points, radius=lbp_radius, method=lbp_method, normalize=lbp_normalize
-            ),
-            EnsureTyped(
-                ["image", "label", "contour_band", "roi_interior", "texture_map"],
-                dtype=torch.float32,
-                track_meta=track_meta,
-            ),
-        ]
-    )
-
-
 def umed_transforms(
     image_size: int | Sequence[int], channels: int, extra_keys: Sequence[str] = (), **prior_kwargs: Any
 ) -> Compose:
@@ -344,98 +249,6 @@ def umed_transforms(
             prior_transforms(image_size, channels, **prior_kwargs),
         ]
     ).flatten()
-
-
-def build_perturbator(
-    spatial_dims: int = 2,
-    in_channels: int = 1,
-    epsilon: float = 4 / 255,
-    bound: str = "tanh",
-    contour_channels: Sequence[int] = (16, 32, 64, 128),
-    contour_strides: Sequence[int] = (2, 2, 2),
-    theta: float = 1.0,
-    texture_channels: Sequence[int] = (16, 32, 64, 128),
-    texture_strides: Sequence[int] = (2, 2, 2),
-    texture_res_units: int = 2,
-) -> UMedPerturbator:
-    """Build G_c (CDC U-Net generator, Eq. 3-4) and G_t (MONAI U-Net generator, Eq. 5) from plain arguments.
-
-    These arguments are what a protector file stores (``settings["perturbator"]``), so the same call rebuilds
-    the networks when the protector is loaded.
-    """
-    contour = ContourPerturbator(
-        spatial_dims,
-        in_channels,
-        epsilon=epsilon,
-        bound=bound,
-        channels=tuple(contour_channels),
-        strides=tuple(contour_strides),
-        theta=theta,
-    )
-    texture = TexturePerturbator(
-        spatial_dims,
-        in_channels,
-        epsilon=epsilon,
-        bound=bound,
-        channels=tuple(texture_channels),
-        strides=tuple(texture_strides),
-        num_res_units=texture_res_units,
-    )
-    return UMedPerturbator(contour=contour, texture=texture, epsilon=epsilon)
-
-
-def save_protector(path: str | os.PathLike, perturbator: UMedPerturbator, settings: dict[str, Any]) -> Path:
-    """Save a trained protector (both generators and the settings needed to apply them) atomically.
-
-    ``settings`` must hold the constructor arguments of the perturbator under ``"perturbator"`` and the
-    priors/size settings (image_size, channels, band_width, ...) used in training.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": PROTECTOR_FORMAT, "settings": _plain(settings), "state_dict": perturbator.state_dict()}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def _plain(value: Any) -> Any:
-    """Settings as plain Python data (what ``torch.load(weights_only=True)`` accepts): numpy scalars and
-    paths become numbers and strings."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return value
-
-
-def load_protector(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[UMedPerturbator, dict]:
-    """Load a protector saved by :func:`save_protector`: returns ``(perturbator in eval mode, settings)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"protector file not found: {path}")
-    try:
-        # weights_only: a protector file holds tensors and plain settings only, so loading one that someone else
-        # shared can never run code (a pickled object of any other type is refused)
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UserInputError(
-            f"{path}: refused to load: it holds objects other than tensors and plain settings, which could run "
-            f"code ({str(e).splitlines()[0]}). Only use protector files written by monai_umed."
-        ) from None
-    except Exception as e:  # truncated or corrupt zip archive, not a torch file at all, ...
-        raise UserInputError(f"{path}: not a readable protector file ({type(e).__name__}: {e}).") from None
-    if not isinstance(payload, dict) or payload.get("format") != PROTECTOR_FORMAT:
-        raise UserInputError(f"{path} is not a monai_umed protector file (expected format {PROTECTOR_FORMAT}).")
-    try:
-        settings = payload["settings"]
-        perturbator = build_perturbator(**settings["perturbator"]).to(device)
-        perturbator.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise UserInputError(f"{path}: damaged protector file ({type(e).__name__}: {e}).") from None
-    perturbator.eval()
-    return perturbator, settings
 
 
 def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from monai_umed.data import load_datalist, select_stems, validate_datalist
-from monai_umed.utils import UserInputError, atomic_write_text
+from monai_umed.utils import UserInputError, atomic_write_text, check_output_dir
 
 __all__ = ["make_split", "write_split", "SPLIT_KEYS"]
 
@@ -158,16 +158,12 @@ def write_split(
     (:func:`~monai_umed.utils.atomic_write`); logs the counts. Returns the path written.
 
     Raises:
-        UserInputError: ``output_file`` is inside ``dataset_dir`` (the dataset is never written to).
+        UserInputError: ``output_file`` is inside ``dataset_dir`` (the dataset is never written to, see
+            :func:`~monai_umed.utils.check_output_dir`).
     """
     out = Path(output_file)
     if dataset_dir is not None:
-        src, dst = Path(dataset_dir).resolve(), out.resolve()
-        if dst.parent == src or src in dst.parents:
-            raise UserInputError(
-                f"--output_file {out} is inside the dataset folder {dataset_dir}; monai_umed never writes into an "
-                "input dataset. Write the split beside it."
-            )
+        check_output_dir(dataset_dir, out, what="--output_file")
     split = make_split(dataset_dir, test_fraction=test_fraction, seed=seed, stems=stems, datalist=datalist)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, json.dumps(split, indent=2, ensure_ascii=False) + "\n")

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_umed.apps.exploit import _as_list, _rel_to, train_exploiter
+from monai_umed.apps.exploit import train_exploiter
+from monai_umed.data import label_paths, relative_path
 from monai_umed.utils import ProtectionCheckFailed, UserInputError, atomic_write_json
 
 __all__ = [
@@ -141,8 +142,8 @@ def _entry_under(item: Mapping, root: str) -> dict[str, Any] | None:
     """The split entry of ``item`` with paths relative to ``root``; ``None`` when a file is outside ``root`` or its
     recorded ``image_rel`` / ``label_rel`` (the paths the writer used) point elsewhere under ``root``."""
     image = os.path.abspath(os.fspath(item["image"]))
-    labels = [os.path.abspath(p) for p in _as_list(item.get("label"))]
-    rels = [_rel_to(p, root) for p in [image, *labels]]
+    labels = [os.path.abspath(p) for p in label_paths(item.get("label"))]
+    rels = [relative_path(p, root) for p in [image, *labels]]
     rels = [None if r is None else Path(r).as_posix() for r in rels]
     if any(r is None for r in rels):
         return None

@@ -49,6 +49,9 @@ __all__ = [
     "is_supported_image",
     "suffix_of",
     "stem_of",
+    "label_paths",
+    "relative_path",
+    "protected_name",
     "read_raw",
     "intensity_range",
     "unit_channels",
@@ -197,6 +200,32 @@ def stem_of(path: PathLike) -> str:
     name = os.path.basename(os.fspath(path))
     suffix = suffix_of(name)
     return name[: len(name) - len(suffix)] if suffix else name
+
+
+def label_paths(label: Any) -> list[str]:
+    """A datalist entry's ``label`` (one path, several paths, or ``None``) as a list of paths."""
+    if label is None:
+        return []
+    if isinstance(label, (str, os.PathLike)):
+        return [os.fspath(label)]
+    return [os.fspath(p) for p in label]
+
+
+def relative_path(path: PathLike, root: PathLike) -> str | None:
+    """``path`` relative to ``root`` (both made absolute), or ``None`` when it lies outside ``root``."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if rel == ".." or rel.startswith(".." + os.sep) or os.path.isabs(rel):
+        return None
+    return rel
+
+
+def protected_name(path: PathLike) -> str:
+    """The name a protected image is written under: JPEG files (``.jpg``, ``.jpeg``) become ``.png``, since JPEG
+    compression would wash the perturbation out; every other name is kept."""
+    path = os.fspath(path)
+    if suffix_of(path) in (".jpg", ".jpeg"):
+        return path[: len(path) - len(suffix_of(path))] + ".png"
+    return path
 
 
 def _check_file(path: Path) -> None:

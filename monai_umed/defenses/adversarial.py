@@ -35,7 +35,7 @@ def pgd_linf(
     """Projected gradient ascent on ``loss_fn(model(x), labels)`` in the l-inf ball (Madry et al., ICLR 2018).
 
     With ``minimize=True`` it descends instead (error-minimizing noise, Huang et al. 2021, as used by
-    :func:`monai_umed.baselines.optimize_error_minimizing`).
+    :func:`monai_umed.protectors.optimize_error_minimizing`).
 
     ``x_0 = clip_[0,1](images + U(-eps, eps))`` (random start), then ``steps`` times
     ``x_{t+1} = clip_[0,1](Proj_{||x - images||_inf <= eps}(x_t + step_size * sign(grad_x loss)))``.

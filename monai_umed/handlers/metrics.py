@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -22,6 +23,11 @@ def invisibility_metrics(original: torch.Tensor, protected: torch.Tensor, data_r
     (1.0 on the package's [0, 1] scale). PSNR and SSIM are MONAI's ``PSNRMetric`` and ``SSIMMetric`` (Gaussian
     window 11, sigma 1.5, as in the paper's Table 4 convention); PSNR of identical images is ``inf``. The
     changed fraction counts pixels with any channel changed.
+
+    SSIM is computed by MONAI's metric on the box around the changed pixels grown by the window size: every window
+    outside that box sees identical inputs, whose SSIM is exactly 1 (numerator and denominator are the same
+    floating-point expression), so the mean over the whole image is ``(sum over the box + windows outside) / all
+    windows``: the value of the whole-image metric, at the cost of the changed region only.
     """
     original = torch.as_tensor(original, dtype=torch.float64)
     protected = torch.as_tensor(protected, dtype=torch.float64)
@@ -30,14 +36,24 @@ def invisibility_metrics(original: torch.Tensor, protected: torch.Tensor, data_r
     spatial_dims = original.ndim - 1
     diff = (protected - original).abs()
     linf = float(diff.max()) if diff.numel() else 0.0
-    changed = float((diff > 0).any(dim=0).float().mean())
+    changed_map = (diff > 0).any(dim=0)
+    changed = float(changed_map.float().mean())
     if linf == 0.0:
-        psnr = float("inf")
-    else:
-        psnr = float(PSNRMetric(max_val=data_range)(protected[None], original[None]).mean())
-    small = min(original.shape[1:]) < 11
-    ssim_metric = SSIMMetric(spatial_dims=spatial_dims, data_range=data_range, win_size=3 if small else 11)
-    ssim = float(ssim_metric(protected[None].float(), original[None].float()).mean())
+        return {"psnr": float("inf"), "ssim": 1.0, "linf": 0.0, "changed_fraction": 0.0}
+    psnr = float(PSNRMetric(max_val=data_range)(protected[None], original[None]).mean())
+    spatial = original.shape[1:]
+    win = 3 if min(spatial) < 11 else 11
+    box = []
+    for axis in range(spatial_dims):
+        other = tuple(a for a in range(spatial_dims) if a != axis)
+        hit = torch.nonzero(changed_map.amax(dim=other) if other else changed_map).flatten()
+        box.append(slice(max(int(hit.min()) - (win - 1), 0), min(int(hit.max()) + win, spatial[axis])))
+    crop = (slice(None), *box)
+    ssim_metric = SSIMMetric(spatial_dims=spatial_dims, data_range=data_range, win_size=win)
+    box_mean = float(ssim_metric(protected[crop][None].float(), original[crop][None].float()).mean())
+    windows_all = math.prod(n - win + 1 for n in spatial)
+    windows_box = math.prod(s.stop - s.start - win + 1 for s in box)
+    ssim = (box_mean * windows_box + (windows_all - windows_box)) / windows_all
     return {"psnr": psnr, "ssim": ssim, "linf": linf, "changed_fraction": changed}
 
 

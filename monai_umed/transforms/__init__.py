@@ -1,6 +1,7 @@
 # Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
 """Transforms computing UMed's priors (Lin et al., IJCAI 2024): contour band / ROI interior and LBP texture map."""
 
+from .channels import MatchChannels, MatchChannelsd
 from .contour import CONTOUR_SIDES, ContourBand, ContourBandd, contour_band, roi_interior
 from .texture import (
     LBP_METHODS,
@@ -12,8 +13,13 @@ from .texture import (
     local_binary_pattern,
     to_luminance,
 )
+from .priors import PriorSettings, prior_transforms
 
 __all__ = [
+    "MatchChannels",
+    "MatchChannelsd",
+    "PriorSettings",
+    "prior_transforms",
     "CONTOUR_SIDES",
     "ContourBand",
     "ContourBandd",

@@ -5,7 +5,7 @@ IJCAI 2024.
 The paper defines ``y_c`` only as "the binary map of contour regions" and leaves its width open. Here the band is
 morphological: dilation minus erosion of each labelled region with a ``(2 * width + 1)`` square (cube) footprint,
 i.e. the pixels within Chebyshev distance ``width`` of the region boundary. The default ``width = 3`` follows a
-public re-implementation that uses ``dilate(y) - erode(y)`` with a 7x7 kernel (see ``DESIGN.md``). Everything is
+public re-implementation that uses ``dilate(y) - erode(y)`` with a 7x7 kernel (see ``docs/DESIGN.md``). Everything is
 computed with torch max-pooling, so it runs on the label's device (CPU or CUDA) and on batches.
 """
 
@@ -131,7 +131,7 @@ class ContourBand(Transform):
     a ``MetaTensor`` carrying the label's metadata when metadata is tracked.
 
     The default ``width = 3`` (a 7x7 footprint, ``dilate - erode``) is a choice: the paper does not give the
-    band width; ``DESIGN.md`` cites a public re-implementation using ``dilate(y) - erode(y)`` with a 7x7 kernel.
+    band width; the default follows a public re-implementation (``docs/DESIGN.md``).
     The image border is not treated as a contour (see :func:`contour_band`).
     """
 

@@ -1,4 +1,4 @@
-"""Glue of the protect job: output-folder safety, channel policy, flags, protector save/load."""
+"""Glue of the protect job: channel policy, flags, option checks."""
 
 from __future__ import annotations
 
@@ -16,13 +16,8 @@ from PIL import Image
 from monai_umed.apps import (
     check_image_size,
     check_schedule,
-    MatchChannelsd,
     as_bool,
-    build_perturbator,
-    check_output_dir,
     infer_channels,
-    load_protector,
-    save_protector,
 )
 
 
@@ -39,15 +34,6 @@ def test_as_bool_rejects_garbage():
         as_bool("maybe", "resume")
 
 
-def test_check_output_dir(tmp_path: Path):
-    data = tmp_path / "data"
-    data.mkdir()
-    check_output_dir(data, tmp_path / "out")
-    for bad in (data, data / "sub", tmp_path):
-        with pytest.raises(ValueError):
-            check_output_dir(data, bad)
-
-
 def _png(path: Path, array: np.ndarray) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)
@@ -60,32 +46,6 @@ def test_infer_channels(tmp_path: Path):
     rgb = np.random.default_rng(1).integers(0, 255, (8, 8, 3), dtype=np.uint8)
     assert infer_channels([_png(tmp_path / "a.png", grey), _png(tmp_path / "b.png", rgb_grey)]) == 1
     assert infer_channels([_png(tmp_path / "a.png", grey), _png(tmp_path / "c.png", rgb)]) == 3
-
-
-def test_match_channels():
-    x = torch.rand(3, 4, 4)
-    assert MatchChannelsd("image", 1)({"image": x})["image"].shape == (1, 4, 4)
-    assert MatchChannelsd("image", 3)({"image": x[:1]})["image"].shape == (3, 4, 4)
-    with pytest.raises(ValueError):
-        MatchChannelsd("image", 3)({"image": torch.rand(2, 4, 4)})
-
-
-def test_protector_roundtrip(tmp_path: Path):
-    kwargs = dict(in_channels=3, epsilon=8 / 255, contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
-    p = build_perturbator(**kwargs)
-    path = save_protector(tmp_path / "p.pt", p, {"perturbator": kwargs, "image_size": 16})
-    q, settings = load_protector(path)
-    assert settings["image_size"] == 16 and q.epsilon == pytest.approx(8 / 255)
-    x = torch.rand(1, 3, 16, 16)
-    band, tex, roi = torch.ones(1, 1, 16, 16), torch.rand(1, 1, 16, 16), torch.ones(1, 1, 16, 16)
-    p.eval()
-    for a, b in zip(p(x, band, tex, roi), q(x, band, tex, roi)):
-        assert torch.equal(a, b)
-    (tmp_path / "bad.pt").write_bytes(b"junk")
-    with pytest.raises(Exception):
-        load_protector(tmp_path / "bad.pt")
-    with pytest.raises(UserInputError, match="not found"):
-        load_protector(tmp_path / "missing.pt")
 
 
 @pytest.mark.parametrize(

@@ -17,19 +17,11 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from PIL import Image
 
-from monai_umed.apps import (
-    build_perturbator,
-    check_cli_options,
-    latest_checkpoint,
-    load_protector,
-    parse_epsilon,
-    resolve_dataset,
-    save_protector,
-    umed_transforms,
-)
+from monai_umed.apps import check_cli_options, latest_checkpoint, parse_epsilon, resolve_dataset, umed_transforms
 from monai_umed.apps.split import write_split
 from monai_umed.data import DatasetValidationError, load_datalist, make_synthetic_dataset, validate_datalist
 from monai_umed.handlers import CheckpointSaver
+from monai_umed.protectors import UMedProtector, load_protector
 from monai_umed.utils import UserInputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,8 +59,8 @@ def test_a_crafted_protector_file_cannot_run_code(tmp_path: Path, monkeypatch):
 
 def test_protector_round_trip_and_truncated_file(tmp_path: Path):
     args = dict(in_channels=1, contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
-    p = build_perturbator(**args)
-    path = save_protector(tmp_path / "p.pt", p, {"perturbator": args, "image_size": 32, "epsilon": np.float64(4 / 255)})
+    p = UMedProtector(image_size=32, **args)
+    path = p.save(tmp_path / "p.pt", {"image_size": 32, "epsilon": np.float64(4 / 255)})
     loaded, settings = load_protector(path)
     assert settings["image_size"] == 32 and type(settings["epsilon"]) is float
     assert all(torch.equal(a, b) for a, b in zip(p.state_dict().values(), loaded.state_dict().values()))
@@ -219,7 +211,7 @@ def test_output_folder_containing_the_input_is_refused(tmp_path: Path):
 def test_split_file_inside_the_dataset_is_refused(tmp_path: Path):
     data = make_synthetic_dataset(tmp_path / "data", num_images=4, size=(32, 32), seed=0)
     before = sorted(p.name for p in data.rglob("*"))
-    with pytest.raises(UserInputError, match="inside the dataset folder"):
+    with pytest.raises(UserInputError, match="input dataset .* or inside it"):
         write_split(str(data), data / "split.json")
     assert sorted(p.name for p in data.rglob("*")) == before
 
@@ -257,9 +249,7 @@ def test_user_errors_end_with_one_message_and_no_traceback(tmp_path: Path):
 def test_apply_into_a_folder_in_use_is_refused(tmp_path: Path):
     data = make_synthetic_dataset(tmp_path / "data", num_images=2, size=(32, 32), seed=0)
     args = dict(in_channels=1, contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
-    settings = dict(perturbator=args, image_size=32, channels=1, band_width=1, band_side="both", lbp_points=8,
-                    lbp_radius=1.0, lbp_method="uniform", lbp_normalize="max_code")
-    protector = save_protector(tmp_path / "p.pt", build_perturbator(**args), settings)
+    protector = UMedProtector(image_size=32, band_width=1, **args).save(tmp_path / "p.pt")
     out = tmp_path / "o"
     hold = "import sys, time; from monai_umed.utils import OutputLock; OutputLock(sys.argv[1], 'apply').acquire(); print('ok', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)

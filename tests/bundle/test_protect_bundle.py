@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from monai_umed.data import LoadMaskd, make_synthetic_dataset
-from monai_umed.handlers import native_band_width
+from monai_umed.protectors import native_band_width
 from monai_umed.transforms import ContourBand
 
 REPO = Path(__file__).resolve().parents[2]
@@ -262,6 +262,10 @@ def test_lsp_baseline_bundle(tmp_path):
     assert manifest["summary"]["num_images"] == 4 and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     assert manifest["summary"]["changed_fraction_mean"] > 0.5
     assert sorted(p.name for p in (out / "protected" / "masks").iterdir()) == sorted(p.name for p in (data / "masks").iterdir())
+    # the saved protector re-applies without the LSP config: the same files
+    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+            "--output_dir", str(tmp_path / "applied"))
+    assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")
 
 
 def test_em_baseline_bundle(tmp_path):
@@ -279,6 +283,9 @@ def test_em_baseline_bundle(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["protector"] == "em" and manifest["summary"]["num_images"] == 4
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+            "--output_dir", str(tmp_path / "applied"))
+    assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected"), "apply reuses EM's deltas"
     proc = _bundle("protect", "protect_em.json", "--output_dir", str(tmp_path / "bad"), "--image_size", "30", check=False)
     assert proc.returncode != 0 and "multiple of 16" in proc.stdout + proc.stderr
 

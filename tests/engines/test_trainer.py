@@ -12,7 +12,8 @@ from monai.handlers import CheckpointLoader, CheckpointSaver, StatsHandler
 from monai.networks.nets import UNet
 from monai.utils import set_determinism
 
-from monai_umed.apps import build_perturbator, umed_transforms
+from monai_umed.apps import umed_transforms
+from monai_umed.protectors import build_perturbator
 from monai_umed.data import load_datalist, make_synthetic_dataset
 from monai_umed.engines import (
     UMedPhase,

@@ -12,7 +12,7 @@ l-inf bound on that scale:
 
 Bounds: the paper clips (``Clip``) the generator output. Clipping a freshly initialised generator's O(1) output to
 ``+-epsilon`` (0.0157) is active almost everywhere, and an active clip passes no gradient, so the generators do not
-train (DESIGN.md, "Gradients through the bound"). The default ``bound="tanh"`` therefore parametrises
+train (``docs/DESIGN.md``, "The bound"). The default ``bound="tanh"`` therefore parametrises
 ``delta = bound * tanh(raw)``, which satisfies the same bound exactly (``|tanh| <= 1`` and float rounding is
 monotone, so ``|fl(b * tanh(r))| <= b``) and keeps gradients alive; ``bound="clip"`` is the paper's literal Clip,
 kept for ablation. Measured at initialisation (``tests/networks/test_perturbators.py::test_clip_kills_gradients``):

@@ -15,9 +15,9 @@ from monai.utils import set_determinism
 from PIL import Image
 
 from monai_umed.apps import umed_transforms
-from monai_umed.baselines import EMProtector, optimize_error_minimizing
+from monai_umed.protectors import EMProtector, optimize_error_minimizing
 from monai_umed.data import load_datalist, make_synthetic_dataset
-from monai_umed.handlers import ProtectedDatasetWriter
+from monai_umed.apps import ProtectedDatasetWriter
 
 EPS = 8 / 255
 
@@ -69,7 +69,7 @@ def test_noise_is_error_minimizing(em_run):
 def test_writer_writes_em_for_known_images_only(em_run, tmp_path: Path):
     root, items, _, protector, _, _, _ = em_run
     out = tmp_path / "out"
-    summary = ProtectedDatasetWriter(protector, items, root, out / "protected", 32, 1, manifest_dir=out)()
+    summary = ProtectedDatasetWriter(protector, items, root, out / "protected", manifest_dir=out)()
     assert summary["num_images"] == 8 and summary["linf_max"] <= EPS + 1e-6
     e = json.loads((out / "manifest.json").read_text())["images"][0]
     diff = np.asarray(Image.open(e["output"]), np.int16) - np.asarray(Image.open(e["source"]), np.int16)
@@ -80,7 +80,7 @@ def test_writer_writes_em_for_known_images_only(em_run, tmp_path: Path):
     other = make_synthetic_dataset(tmp_path / "other", num_images=1, size=(32, 32), seed=9)
     new_items = [dict(d, name="not_seen") for d in load_datalist(dataset_dir=str(other))]
     with pytest.raises(ValueError, match="not_seen: EM is sample-wise"):
-        ProtectedDatasetWriter(protector, new_items, other, tmp_path / "o2", 32, 1)()
+        ProtectedDatasetWriter(protector, new_items, other, tmp_path / "o2")()
 
 
 def test_keys_must_be_unique():

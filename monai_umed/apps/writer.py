@@ -10,28 +10,36 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import nibabel as nib
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from monai_umed.apps.protect import MatchChannelsd, check_output_dir, prior_transforms
-from monai_umed.data import LoadMaskd, RawImage, intensity_range, read_raw, to_unit
+from monai_umed.data import LoadMaskd, RawImage, intensity_range, label_paths, protected_name, read_raw, to_unit
 from monai_umed.handlers.metrics import invisibility_metrics
-from monai_umed.networks import UMedPerturbator, compose_protected, contour_perturbation, texture_perturbation
-from monai_umed.transforms import ContourBand, LBPTextureMap
-from monai_umed.utils import OutputLock, UserInputError, atomic_copy, atomic_write, atomic_write_json, is_temp_path, lock_output_dir
+from monai_umed.protectors import Protector, UMedProtector
+from monai_umed.transforms import MatchChannels
+from monai_umed.utils import (
+    OutputLock,
+    UserInputError,
+    atomic_copy,
+    atomic_write,
+    atomic_write_json,
+    check_output_dir,
+    is_temp_path,
+    is_within,
+    lock_output_dir,
+)
 
 __all__ = [
     "ProtectedDatasetWriter",
     "sha256_file",
-    "atomic_write_json",
-    "native_band_width",
     "file_values",
     "quantize_protected",
     "check_written",
@@ -47,21 +55,6 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def native_band_width(width: int, train_shape: Sequence[int], native_shape: Sequence[int]) -> int:
-    """The contour band width on a file's native grid: the training width scaled by the linear size ratio
-    ``sqrt(native_pixels / train_pixels)``, so the band covers the same fraction of the object."""
-    ratio = math.sqrt(float(np.prod(native_shape)) / float(np.prod(train_shape)))
-    return max(1, int(round(width * ratio)))
-
-
-def _is_within(child: Path, parent: Path) -> bool:
-    try:
-        Path(child).resolve().relative_to(Path(parent).resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def file_values(raw: RawImage) -> np.ndarray:
@@ -165,182 +158,95 @@ def _write_nifti(stored: np.ndarray, raw: RawImage, tmp: Path) -> None:
     nib.save(out, str(tmp))
 
 
-def _as_list(x: Any) -> list:
-    return list(x) if isinstance(x, (list, tuple)) else [x]
-
-
 class ProtectedDatasetWriter:
-    """Apply trained UMed perturbators to every image of a datalist and write the protected dataset.
+    """Apply a :class:`~monai_umed.protectors.Protector` to every image of a datalist and write the protected dataset.
 
-    **How delta reaches the original grid.** The generators run at the training size: the image is resized
-    (bilinear, anti-aliased) to ``image_size``, the *raw* generator outputs F_c(x), F_t(x) are resized back to
-    the file's native grid (bilinear), and Eq. 4-6 are applied there with the contour band, ROI interior and LBP
-    texture map computed on the native-resolution mask and image (band width scaled by
-    :func:`native_band_width`). The bounds therefore hold exactly on the native grid and no pixel outside the
-    native band and ROI changes, while the perturbation pattern keeps the scale the generators learned.
+    The protector gives each image's perturbation on the image's own grid (``native_delta``); the writer owns
+    everything else: reading, writing, the checks, the manifest.
 
     **Lossless output.** PNG stays PNG with the same mode and bit depth (8 and 16 bit), TIFF and BMP keep their
-    format, JPEG input is written as PNG (JPEG compression would wash the perturbation out; a log line says
-    so), NIfTI keeps its header and affine. Values are rounded to the file's own integer grid and the bound
-    ``|protected - original| <= epsilon * (hi - lo)`` (``intensity_range``) and "no change outside band and ROI"
-    are re-checked on the values actually written; a violation raises and nothing is written for that image.
-    Masks are copied unchanged.
+    format, JPEG input is written as PNG (:func:`~monai_umed.data.protected_name`; JPEG compression would wash
+    the perturbation out; a log line says so), NIfTI keeps its header and affine. Values are rounded to the
+    file's own integer grid and the bound ``|protected - original| <= epsilon * (hi - lo)`` (``intensity_range``)
+    and "no change outside the protector's allowed region" are re-checked on the values actually written; a
+    violation raises and nothing is written for that image. Masks are copied unchanged.
 
-    **Nothing lost.** The output folder may not be, be inside, or contain the input dataset. Every file is
-    written under a temporary name and renamed. The manifest (``manifest.json`` + ``manifest.csv``) records
-    per image the source and output paths, SHA-256 of both, PSNR, SSIM, l-inf and the changed fraction; a
-    re-run skips images whose output, image and masks still match the manifest's hashes, provided the manifest
-    was written by the same protector and settings (:meth:`fingerprint`); otherwise every image is written
-    anew. While writing, the manifest is saved every ``manifest_every`` images and whenever the loop stops on an
-    exception (Ctrl-C included), so a resumed run redoes at most ``manifest_every - 1`` images after a hard
-    kill. (Saving it after every image, indented, grows with the square of the dataset size: 4.4 s for 517
-    entries and 62 s for 2000, against 0.09 s and 0.8 s now; ``python benchmarks/manifest_write.py``.)
+    **Nothing lost.** The output folder may not be, be inside, or contain the input dataset
+    (:func:`~monai_umed.utils.check_output_dir`). Every file is written under a temporary name and renamed. The
+    manifest (``manifest.json`` + ``manifest.csv``) records per image the source and output paths, SHA-256 of
+    both, PSNR, SSIM, l-inf and the changed fraction; a re-run skips images whose output, image and masks still
+    match the manifest's hashes, provided the manifest was written by the same protector (its
+    :meth:`~monai_umed.protectors.Protector.fingerprint`); otherwise every image is written anew. While writing,
+    the manifest is saved every ``manifest_every`` images and whenever the loop stops on an exception (Ctrl-C
+    included), so a resumed run redoes at most ``manifest_every - 1`` images after a hard kill.
 
-    If a ``surrogate`` is given, the summary also reports its ``L_seg`` on the clean images, on the protected
-    images as computed in training, and on the files as written (re-read and resized to the training size): the
-    protection survives the native-grid resampling and quantization when the last two agree.
+    **Throughput.** Reading, hashing and decoding the next images, and encoding, re-reading, checking and
+    measuring the written ones, run in a pool of ``num_workers`` threads (PNG/zlib, hashing and torch release
+    the GIL) while the protector runs on batches of ``batch_size`` images; at most about three batches are in
+    flight, so memory does not grow with the dataset. Entries keep the datalist order.
 
-    **Baseline protectors.** ``perturbator`` may also be a protector of :mod:`monai_umed.baselines` (anything
-    with ``native_delta(image, label, key) -> (delta, allowed)`` and ``epsilon``): it gives the perturbation on
-    the native grid directly, keyed by the image's name, and the same checks apply with its ``allowed`` mask.
+    If a ``surrogate`` is given (UMed only), the summary also reports its ``L_seg`` on the clean images, on the
+    protected images as computed in training, and on the files as written (re-read and resized to the training
+    size): the protection survives the native-grid resampling and quantization when the last two agree.
 
     Args:
-        perturbator: trained :class:`UMedPerturbator`, or a baseline protector (see above).
+        protector: any :class:`~monai_umed.protectors.Protector` (on the device it should run on).
         datalist: entries with ``image``, ``label`` (path or list), ``image_rel``, ``label_rel``.
         dataset_dir: root of the input dataset (to refuse writing inside it).
         output_dir: folder receiving the protected dataset (same relative layout).
-        image_size: training size the generators run at.
-        channels: channels the perturbators work on (see ``infer_channels``).
-        band_width, band_side, lbp_*: priors settings used in training.
         manifest_dir: where ``manifest.json``/``.csv`` go (default ``output_dir``).
-        surrogate: optional trained surrogate to measure that protection survives writing.
-        device: where the generators run.
+        surrogate: optional trained surrogate to measure that protection survives writing (UMed only).
         settings: protector settings recorded in the manifest.
         manifest_every: save the in-progress manifest every this many images.
+        batch_size: images per protector call.
+        num_workers: reader / writer threads (0: everything in the calling thread).
     """
 
     def __init__(
         self,
-        perturbator: UMedPerturbator,
+        protector: Protector,
         datalist: Sequence[dict],
         dataset_dir: str | os.PathLike,
         output_dir: str | os.PathLike,
-        image_size: int | Sequence[int],
-        channels: int,
-        band_width: int = 3,
-        band_side: str = "both",
-        lbp_points: int = 8,
-        lbp_radius: float = 1.0,
-        lbp_method: str = "uniform",
-        lbp_normalize: str = "max_code",
         manifest_dir: str | os.PathLike | None = None,
         surrogate: torch.nn.Module | None = None,
-        device: str | torch.device = "cpu",
         settings: dict | None = None,
         manifest_every: int = 25,
+        batch_size: int = 8,
+        num_workers: int = 2,
     ) -> None:
-        self.perturbator = perturbator
+        if not isinstance(protector, Protector):
+            raise TypeError(f"protector must be a monai_umed.protectors.Protector, got {type(protector).__name__}.")
+        self.protector = protector
         self.datalist = list(datalist)
         self.dataset_dir = Path(dataset_dir)
         self.output_dir = Path(output_dir)
         check_output_dir(self.dataset_dir, self.output_dir)
-        self.image_size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        self.channels = channels
-        self.band_width = band_width
-        self.band_side = band_side
-        self.lbp = LBPTextureMap(num_points=lbp_points, radius=lbp_radius, method=lbp_method, normalize=lbp_normalize)
-        self.priors = prior_transforms(
-            self.image_size, channels, band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize
-        )
         self.manifest_dir = Path(manifest_dir) if manifest_dir is not None else self.output_dir
-        if surrogate is not None and hasattr(perturbator, "native_delta"):
-            raise ValueError("measuring survival with a surrogate needs a UMedPerturbator, not a baseline protector.")
+        if surrogate is not None and not isinstance(protector, UMedProtector):
+            raise ValueError(f"measuring survival with a surrogate needs the UMed protector, not {protector.name!r}.")
         self.surrogate = surrogate
-        self.device = torch.device(device)
         self.settings = settings or {}
-        if int(manifest_every) < 1:
-            raise ValueError(f"manifest_every must be >= 1, got {manifest_every}.")
+        for name, value, least in (("manifest_every", manifest_every, 1), ("batch_size", batch_size, 1),
+                                   ("num_workers", num_workers, 0)):
+            if int(value) != value or value < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value}.")
         self.manifest_every = int(manifest_every)
+        self.batch_size = int(batch_size)
+        self.num_workers = int(num_workers)
         self.load_mask = LoadMaskd("label")
-        self.match_channels = MatchChannelsd("image", channels)
+        self.match_channels = MatchChannels(protector.in_channels)
 
-    # ------------------------------------------------------------------ helpers
-    def attach(self, engine) -> None:
-        """Write the protected dataset when ``engine`` completes (ignite ``Events.COMPLETED``)."""
-        from ignite.engine import Events
+    # ------------------------------------------------------------------ per image
+    def _output_path(self, item: dict) -> Path:
+        return self.output_dir / protected_name(item["image_rel"])
 
-        engine.add_event_handler(Events.COMPLETED, lambda _: self())
-
-    def _output_path(self, item: dict, raw: RawImage) -> Path:
-        rel = Path(item["image_rel"])
-        if raw.format == "JPEG":
-            rel = rel.with_suffix(".png")
-        return self.output_dir / rel
-
-    @torch.no_grad()
-    def _perturb(
-        self, unit: np.ndarray, label: torch.Tensor, key: str, src: Path
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (model-channel image on the native grid, mask of the pixels that may change, delta)."""
-        x = self.match_channels({"image": torch.as_tensor(unit, dtype=torch.float32)})["image"]
-        if hasattr(self.perturbator, "native_delta"):  # a baseline protector (monai_umed.baselines)
-            try:
-                delta, allowed = self.perturbator.native_delta(x, label, key)
-            except ValueError as e:
-                raise ValueError(f"{src}: {e}") from e
-            return x, allowed.cpu(), delta.float().cpu()
-        native = tuple(x.shape[1:])
-        small = F.interpolate(x[None], size=self.image_size, mode="bilinear", antialias=True, align_corners=False)
-        small = small.clamp(0, 1).to(self.device)
-        raw_c = self.perturbator.contour.generator_output(small)
-        raw_t = self.perturbator.texture.generator_output(small)
-        raw_c = F.interpolate(raw_c.float(), size=native, mode="bilinear", align_corners=False).cpu()
-        raw_t = F.interpolate(raw_t.float(), size=native, mode="bilinear", align_corners=False).cpu()
-        width = native_band_width(self.band_width, self.image_size, native)
-        fg = (label > 0).float()
-        masks = ContourBand(width=width, side=self.band_side)(fg)
-        band, interior = masks[0:1][None], masks[1:2][None]
-        texture = self.lbp(x)[None]
-        eps = self.perturbator.epsilon
-        delta_c = contour_perturbation(raw_c, band, eps, bound=self.perturbator.contour.bound)
-        delta_t = texture_perturbation(raw_t, texture, interior, eps, bound=self.perturbator.texture.bound)
-        protected = compose_protected(x[None], delta_c, delta_t)[0]
-        allowed = ((band + interior) > 0)[0, 0]
-        return x, allowed, protected - x
-
-    def _surrogate_losses(self, clean_unit: np.ndarray, written_unit: np.ndarray, label: torch.Tensor) -> dict:
-        from monai.losses import DiceCELoss
-
-        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-        out = {}
-        clean = self.priors({"image": torch.as_tensor(clean_unit), "label": label.clone()})
-        written = self.priors({"image": torch.as_tensor(written_unit), "label": label.clone()})
-        dev = self.device
-        img, lab = clean["image"][None].to(dev), clean["label"][None].to(dev)
-        protected, _, _ = self.perturbator(
-            img, clean["contour_band"][None].to(dev), clean["texture_map"][None].to(dev), clean["roi_interior"][None].to(dev)
-        )
-        self.surrogate.eval()
-        out["clean"] = float(loss_fn(self.surrogate(img), lab))
-        out["protected_train_size"] = float(loss_fn(self.surrogate(protected), lab))
-        out["written"] = float(loss_fn(self.surrogate(written["image"][None].to(dev)), lab))
-        return out
-
-    def _load_manifest(self) -> dict:
-        path = self.manifest_dir / "manifest.json"
-        if path.is_file():
-            try:
-                with open(path) as f:
-                    return json.load(f)
-            except (OSError, json.JSONDecodeError) as e:
-                raise UserInputError(f"existing manifest {path} is unreadable ({e}); move it away to start afresh.") from e
-        return {}
-
-    def _protect_one(self, item: dict, previous: dict, eps: float) -> tuple[dict, bool]:
-        """Protect and write one datalist entry; return its manifest entry and whether it was already written."""
+    def _prepare(self, item: dict, previous: dict) -> dict:
+        """Read one entry (worker thread): ``{"entry"}`` when its earlier output is kept, else what the protector
+        and :meth:`_finish` need."""
         src = Path(item["image"])
         raw = read_raw(src)
-        dst = self._output_path(item, raw)
+        dst = self._output_path(item)
         src_hash = sha256_file(src)
         old = previous.get(str(src))
         if (
@@ -349,17 +255,43 @@ class ProtectedDatasetWriter:
             and dst.is_file()
             and sha256_file(dst) == old.get("sha256_output")
             and all(Path(m["output"]).is_file() for m in old.get("masks", []))
-            and [m["source"] for m in old.get("masks", [])] == [str(m) for m in _as_list(item["label"])]
+            and [m["source"] for m in old.get("masks", [])] == label_paths(item["label"])
             and all(sha256_file(m["source"]) == m.get("sha256") for m in old.get("masks", []))
         ):
-            return old, True
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        label = self.load_mask({"label": item["label"]})["label"]
-        label = torch.as_tensor(label, dtype=torch.float32)
+            return {"entry": old}
+        label = torch.as_tensor(self.load_mask({"label": item["label"]})["label"], dtype=torch.float32)
         unit = to_unit(raw)
-        x, allowed, delta = self._perturb(unit, label, str(item.get("name", src.stem)), src)
+        x = self.match_channels(torch.as_tensor(unit, dtype=torch.float32))
+        key = str(item.get("name", src.stem))
+        return {"item": item, "src": src, "dst": dst, "raw": raw, "src_hash": src_hash, "label": label,
+                "unit": unit, "x": x, "key": key}
+
+    def _deltas(self, batch: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The protector on a batch; on an error, one image at a time so that the message names the file."""
+        try:
+            return self.protector.native_delta_batch([b["x"] for b in batch], [b["label"] for b in batch],
+                                                     [b["key"] for b in batch])
+        except ValueError:
+            out = []
+            for b in batch:
+                try:
+                    out.append(self.protector.native_delta(b["x"], b["label"], b["key"]))
+                except ValueError as e:
+                    raise ValueError(f"{b['src']}: {e}") from e
+            return out
+
+    def _finish(self, prep: dict, delta: torch.Tensor, allowed: torch.Tensor) -> dict:
+        """Quantize, write, re-check and measure one image and copy its masks (worker thread)."""
+        with torch.no_grad():
+            return self._finish_one(prep, delta, allowed)
+
+    def _finish_one(self, prep: dict, delta: torch.Tensor, allowed: torch.Tensor) -> dict:
+        item, src, dst, raw, unit = prep["item"], prep["src"], prep["dst"], prep["raw"], prep["unit"]
+        eps = float(self.protector.epsilon)
+        dst.parent.mkdir(parents=True, exist_ok=True)
         # delta of the model channels -> the file's channels (grey-as-RGB gets the same delta in each)
         file_c = unit.shape[0]
+        delta = delta.float().cpu()
         if delta.shape[0] != file_c:
             delta = delta[:1].expand(file_c, *delta.shape[1:]) if delta.shape[0] == 1 else delta[:file_c]
         out_array, bound_units, quantum = quantize_protected(raw, delta.numpy(), eps)
@@ -368,11 +300,12 @@ class ProtectedDatasetWriter:
         if raw.converted is not None:
             logger.info("%s is a palette image: writing %s as RGB.", src, dst.name)
         checked: dict[str, Any] = {}
+        allowed_np = allowed.cpu().numpy()
 
         def write_and_check(tmp: Path) -> None:
             # the checks run on the temporary file as a reader will read it; only a file that passes is renamed
             (_write_nifti if raw.format == "NIFTI" else _write_raster)(out_array, raw, tmp)
-            checked["linf"], checked["values"] = check_written(raw, read_raw(tmp), allowed.numpy(), bound_units, quantum)
+            checked["linf"], checked["values"] = check_written(raw, read_raw(tmp), allowed_np, bound_units, quantum)
 
         atomic_write(dst, write_and_check)
         linf_units, values = checked["linf"], checked["values"]
@@ -382,7 +315,7 @@ class ProtectedDatasetWriter:
         written_unit = written_unit[None] if written_unit.ndim == 2 else np.ascontiguousarray(np.moveaxis(written_unit, -1, 0))
         metrics = invisibility_metrics(torch.as_tensor(unit), torch.as_tensor(written_unit))
         masks = []
-        for m_src, m_rel in zip(_as_list(item["label"]), item["label_rel"]):
+        for m_src, m_rel in zip(label_paths(item["label"]), item["label_rel"]):
             m_dst = self.output_dir / m_rel
             m_dst.parent.mkdir(parents=True, exist_ok=True)
             atomic_copy(Path(m_src), m_dst)
@@ -391,7 +324,7 @@ class ProtectedDatasetWriter:
             "name": item.get("name", src.stem),
             "source": str(src),
             "output": str(dst),
-            "sha256_source": src_hash,
+            "sha256_source": prep["src_hash"],
             "sha256_output": sha256_file(dst),
             "format_in": raw.format,
             "format_out": "NIFTI" if raw.format == "NIFTI" else ("PNG" if raw.format == "JPEG" else raw.format),
@@ -405,26 +338,41 @@ class ProtectedDatasetWriter:
             "masks": masks,
         }
         if self.surrogate is not None:
-            entry["surrogate_loss"] = self._surrogate_losses(unit, written_unit, label)
-        return entry, False
+            entry["surrogate_loss"] = self._surrogate_losses(unit, written_unit, prep["label"])
+        return entry
+
+    def _surrogate_losses(self, clean_unit: np.ndarray, written_unit: np.ndarray, label: torch.Tensor) -> dict:
+        from monai.losses import DiceCELoss
+
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        priors = self.protector.transforms()
+        clean = priors({"image": torch.as_tensor(clean_unit), "label": label.clone()})
+        written = priors({"image": torch.as_tensor(written_unit), "label": label.clone()})
+        dev = self.protector.device
+        img, lab = clean["image"][None].to(dev), clean["label"][None].to(dev)
+        protected, _, _ = self.protector.perturbator(
+            img, clean["contour_band"][None].to(dev), clean["texture_map"][None].to(dev), clean["roi_interior"][None].to(dev)
+        )
+        return {
+            "clean": float(loss_fn(self.surrogate(img), lab)),
+            "protected_train_size": float(loss_fn(self.surrogate(protected), lab)),
+            "written": float(loss_fn(self.surrogate(written["image"][None].to(dev)), lab)),
+        }
+
+    def _load_manifest(self) -> dict:
+        path = self.manifest_dir / "manifest.json"
+        if path.is_file():
+            try:
+                with open(path) as f:
+                    return json.load(f)
+            except (OSError, json.JSONDecodeError) as e:
+                raise UserInputError(f"existing manifest {path} is unreadable ({e}); move it away to start afresh.") from e
+        return {}
 
     def fingerprint(self) -> str:
-        """SHA-256 over everything that decides the written values: the perturbator's weights and buffers,
-        epsilon and bounds, the training size, the channels and the band / LBP settings. A re-run keeps an
-        existing output only if the manifest that recorded it carries the same fingerprint."""
-        h = hashlib.sha256()
-        for name, tensor in sorted(self.perturbator.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-        p = self.perturbator
-        bounds = [getattr(getattr(p, part, None), "bound", None) for part in ("contour", "texture")]
-        config = (
-            type(p).__name__, float(p.epsilon), *bounds, self.image_size, self.channels, self.band_width,
-            self.band_side, self.lbp.num_points, self.lbp.radius, self.lbp.method, self.lbp.normalize,
-        )
-        h.update(repr(config).encode())
-        return h.hexdigest()
+        """The protector's :meth:`~monai_umed.protectors.Protector.fingerprint`: a re-run keeps an existing output
+        only if the manifest that recorded it carries the same one."""
+        return self.protector.fingerprint()
 
     def _previous_entries(self, fingerprint: str) -> dict:
         """Entries of an existing manifest that a re-run may keep: only those written by the same protector."""
@@ -439,30 +387,80 @@ class ProtectedDatasetWriter:
             return {}
         return {e["source"]: e for e in manifest.get("images", [])}
 
+    def _entries(self, previous: dict):
+        """Yield ``(manifest entry, kept)`` in datalist order; the pipeline of the class docstring."""
+        pool = ThreadPoolExecutor(max_workers=self.num_workers) if self.num_workers else None
+
+        def submit(fn, *args) -> Future:
+            if pool is not None:
+                return pool.submit(fn, *args)
+            f: Future = Future()
+            try:
+                f.set_result(fn(*args))
+            except BaseException as e:  # noqa: B036 - re-raised by result() in the caller's thread
+                f.set_exception(e)
+            return f
+
+        def done(value: Any) -> Future:
+            f: Future = Future()
+            f.set_result(value)
+            return f
+
+        window = 2 * self.batch_size
+        items = iter(self.datalist)
+        reading: deque[Future] = deque()
+        writing: deque[tuple[Future, bool]] = deque()
+        batch: list[dict] = []
+        try:
+            while True:
+                while len(reading) < window:
+                    item = next(items, None)
+                    if item is None:
+                        break
+                    reading.append(submit(self._prepare, item, previous))
+                if reading:
+                    prep = reading.popleft().result()
+                    if "entry" in prep:
+                        writing.append((done(prep["entry"]), True))
+                    else:
+                        batch.append(prep)
+                if batch and (len(batch) == self.batch_size or not reading):
+                    for prep, (delta, allowed) in zip(batch, self._deltas(batch)):
+                        writing.append((submit(self._finish, prep, delta, allowed), False))
+                    batch = []
+                # hand back finished entries in order; wait only when too much is in flight or at the end
+                while writing and (writing[0][0].done() or len(writing) > window or not reading):
+                    future, kept = writing.popleft()
+                    yield future.result(), kept
+                if not reading and not batch and not writing:
+                    return
+        finally:
+            if pool is not None:
+                # running writes finish (their temporary files are renamed or removed); queued ones are dropped
+                pool.shutdown(wait=True, cancel_futures=True)
+
     # ------------------------------------------------------------------ main
     @torch.no_grad()
     def __call__(self, _engine: Any = None) -> dict:
         # one run at a time per folder: a second run refuses with a message naming the first
         lock_output_dir(self.manifest_dir, "writer")
-        if self.output_dir.resolve() != self.manifest_dir.resolve() and not _is_within(self.output_dir, self.manifest_dir):
+        if not is_within(self.output_dir, self.manifest_dir):
             lock_output_dir(self.output_dir, "writer", beside=True)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
-        self.perturbator.eval()
+        self.protector.eval()
         fingerprint = self.fingerprint()
         previous = self._previous_entries(fingerprint)
         entries: list[dict] = []
         skipped = 0
         t0 = time.time()
-        eps = float(self.perturbator.epsilon)
         manifest_path = self.manifest_dir / "manifest.json"
-        head = {"settings": self.settings, "protector_fingerprint": fingerprint}
+        head = {"settings": self.settings, "protector": self.protector.name, "protector_fingerprint": fingerprint}
         try:
-            for n, item in enumerate(self.datalist, 1):
-                entry, already = self._protect_one(item, previous, eps)
+            for n, (entry, kept) in enumerate(self._entries(previous), 1):
                 entries.append(entry)
-                skipped += int(already)
+                skipped += int(kept)
                 if n % 25 == 0 or n == len(self.datalist):
                     logger.info("protected %d/%d images (%.1f s)", n, len(self.datalist), time.time() - t0)
                 if n % self.manifest_every == 0:
@@ -471,8 +469,9 @@ class ProtectedDatasetWriter:
             # keep what is done (Ctrl-C included), so that a re-run skips it
             atomic_write_json(manifest_path, dict(head, images=entries), indent=None)
             raise
+        elapsed = time.time() - t0
         summary = self.summarize(entries)
-        summary.update({"skipped_existing": skipped, "output_dir": str(self.output_dir)})
+        summary.update({"skipped_existing": skipped, "output_dir": str(self.output_dir), "write_seconds": elapsed})
         stale = self._stale_files(entries)
         manifest = dict(head, summary=summary, images=entries)
         if stale:

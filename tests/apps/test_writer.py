@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_umed.apps import build_perturbator
 from monai_umed.data import LoadMaskd, load_datalist, make_synthetic_dataset
-from monai_umed.handlers import ProtectedDatasetWriter, native_band_width, sha256_file
+from monai_umed.apps import ProtectedDatasetWriter, sha256_file
+from monai_umed.protectors import UMedProtector, native_band_width
 from monai_umed.transforms import ContourBand
 
 EPS = 4 / 255
@@ -26,11 +26,12 @@ def _hash_tree(root: Path) -> dict[str, str]:
     }
 
 
-def _strong_perturbator(channels: int) -> torch.nn.Module:
-    """Untrained generators with their last layers scaled up so that deltas saturate at the bound."""
+def _strong_perturbator(channels: int, band_width: int = 1) -> UMedProtector:
+    """Untrained generators with their weights scaled up so that deltas saturate at the bound (trained at 16 px)."""
     torch.manual_seed(0)
-    p = build_perturbator(
-        in_channels=channels, contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,)
+    p = UMedProtector(
+        in_channels=channels, image_size=16, contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8),
+        texture_strides=(2,), band_width=band_width,
     )
     with torch.no_grad():
         for param in p.parameters():
@@ -66,8 +67,7 @@ def mixed_dataset(tmp_path: Path) -> Path:
 def _run_writer(root: Path, out: Path, channels: int = 1, **kwargs) -> dict:
     datalist = load_datalist(dataset_dir=str(root))
     writer = ProtectedDatasetWriter(
-        _strong_perturbator(channels), datalist, root, out / "protected", image_size=16, channels=channels,
-        band_width=1, manifest_dir=out, **kwargs,
+        _strong_perturbator(channels), datalist, root, out / "protected", manifest_dir=out, **kwargs,
     )
     return writer()
 
@@ -143,32 +143,39 @@ def test_nifti_keeps_header_and_affine(tmp_path: Path):
 def test_refuses_output_inside_input(mixed_dataset: Path):
     datalist = load_datalist(dataset_dir=str(mixed_dataset))
     with pytest.raises(ValueError, match="never writes into the input"):
-        ProtectedDatasetWriter(_strong_perturbator(1), datalist, mixed_dataset, mixed_dataset / "out", 16, 1)
+        ProtectedDatasetWriter(_strong_perturbator(1), datalist, mixed_dataset, mixed_dataset / "out")
     with pytest.raises(ValueError, match="never writes into the input"):
-        ProtectedDatasetWriter(_strong_perturbator(1), datalist, mixed_dataset, mixed_dataset, 16, 1)
+        ProtectedDatasetWriter(_strong_perturbator(1), datalist, mixed_dataset, mixed_dataset)
 
 
-def test_resume_after_interruption(tmp_path: Path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_after_interruption(tmp_path: Path, monkeypatch, workers):
     root = make_synthetic_dataset(tmp_path / "syn", num_images=6, size=(32, 32), seed=3)
     out = tmp_path / "out"
-    import monai_umed.handlers.writer as writer_mod
+    import monai_umed.apps.writer as writer_mod
 
     real_write = writer_mod._write_raster
     calls = {"n": 0}
 
     def flaky(array, raw, tmp):
         calls["n"] += 1
-        if calls["n"] == 4:
-            # simulate a crash half-way through writing the 4th file (into its temporary name)
+        if "synthetic_003" in Path(tmp).name:
+            # simulate a crash half-way through writing the 4th image (into its temporary name)
             Path(tmp).write_bytes(b"half")
             raise KeyboardInterrupt("interrupted")
         real_write(array, raw, tmp)
 
     monkeypatch.setattr(writer_mod, "_write_raster", flaky)
     with pytest.raises(KeyboardInterrupt):
-        _run_writer(root, out)
+        _run_writer(root, out, num_workers=workers, batch_size=2)
     written = sorted((out / "protected" / "images").glob("*.png"))
-    assert len(written) == 3, "only completed files carry their final name"
+    if workers == 0:
+        assert len(written) == 3, "only completed files carry their final name"
+    else:  # files after the failing one may have been finished by the other thread: complete, not in the manifest
+        assert 3 <= len(written) <= 5
+    for path in written:
+        Image.open(path).load()  # every file under its final name is complete
+    assert len(json.loads((out / "manifest.json").read_text())["images"]) == 3, "the manifest holds the first three"
     assert not list(out.rglob(".*partial*")), "the half-written temporary file is removed"
     monkeypatch.setattr(writer_mod, "_write_raster", real_write)
     summary = _run_writer(root, out)
@@ -184,7 +191,7 @@ def test_manifest_saved_every_n_images(tmp_path: Path, monkeypatch, every, expec
     """The in-progress manifest is saved every ``manifest_every`` images (plus the final one), not after each
     image: saving it per image made writing quadratic in the dataset size."""
     root = make_synthetic_dataset(tmp_path / "syn", num_images=6, size=(32, 32), seed=3)
-    import monai_umed.handlers.writer as writer_mod
+    import monai_umed.apps.writer as writer_mod
 
     saved = []
     real = writer_mod.atomic_write_json
@@ -219,10 +226,10 @@ def test_rerun_with_another_protector_writes_everything_anew(tmp_path: Path):
     other = _strong_perturbator(1)
     with torch.no_grad():
         next(other.parameters()).add_(0.5)
-    writer = ProtectedDatasetWriter(other, datalist, root, out / "protected", 16, 1, band_width=1, manifest_dir=out)
+    writer = ProtectedDatasetWriter(other, datalist, root, out / "protected", manifest_dir=out)
     assert writer.fingerprint() != json.loads((out / "manifest.json").read_text())["protector_fingerprint"]
     assert writer()["skipped_existing"] == 0
-    wider = ProtectedDatasetWriter(_strong_perturbator(1), datalist, root, out / "protected", 16, 1, band_width=2, manifest_dir=out)
+    wider = ProtectedDatasetWriter(_strong_perturbator(1, band_width=2), datalist, root, out / "protected", manifest_dir=out)
     assert wider()["skipped_existing"] == 0, "same weights, other band width: written anew"
 
 

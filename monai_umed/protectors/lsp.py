@@ -15,8 +15,11 @@ from __future__ import annotations
 import hashlib
 import math
 
+from typing import Any, ClassVar
+
 import torch
-import torch.nn as nn
+
+from monai_umed.protectors.base import Protector, register_protector
 
 __all__ = ["LSPProtector"]
 
@@ -27,7 +30,8 @@ def _key_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-class LSPProtector(nn.Module):
+@register_protector
+class LSPProtector(Protector):
     """LSP class-wise patch perturbation: by default two classes, outside and inside the ROI.
 
     **Clusters.** Class ``k`` has a centroid with one entry per channel and patch cell, each ``+-class_sep``
@@ -50,6 +54,8 @@ class LSPProtector(nn.Module):
         max_grid: cells per side of the stored centroid grid.
         seed: seed of the centroids and of every image's draw.
     """
+
+    name: ClassVar[str] = "lsp"
 
     def __init__(
         self,
@@ -83,6 +89,12 @@ class LSPProtector(nn.Module):
             if all(not torch.equal(s, t) for t in signs):
                 signs.append(s)
         self.register_buffer("centroids", torch.stack(signs) * self.class_sep)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels, "epsilon": self.epsilon, "patch_size": self.patch_size,
+            "num_classes": self.num_classes, "class_sep": self.class_sep, "max_grid": self.max_grid, "seed": self.seed,
+        }
 
     def extra_repr(self) -> str:
         return (
@@ -118,7 +130,8 @@ class LSPProtector(nn.Module):
             key: the image's name, which seeds its draw.
 
         Returns:
-            ``(delta, allowed)``: ``delta`` ``[C, H, W]`` with ``|delta| <= epsilon``, and the pixels it may
+            ``(delta, allowed)``: ``delta`` ``[C, H, W]`` with ``|delta| <= epsilon`` and ``image + delta`` in
+            [0, 1], and the pixels it may
             change (all of them: class-wise protectors perturb the whole image).
         """
         if image.ndim != 3 or image.shape[0] != self.in_channels:
@@ -131,4 +144,6 @@ class LSPProtector(nn.Module):
             raise ValueError(f"label values must be in 0..{self.num_classes - 1}, got {classes.unique().tolist()}.")
         patterns = self.class_patterns(tuple(classes.shape), key)
         delta = torch.gather(patterns, 0, classes.expand(1, self.in_channels, *classes.shape)).squeeze(0)
-        return delta.to(image.device, image.dtype), torch.ones(classes.shape, dtype=torch.bool)
+        delta = delta.to(image.device, image.dtype)
+        # the protected image stays in [0, 1] (as Eq. 6 clips UMed's)
+        return (image + delta).clamp(0, 1) - image, torch.ones(classes.shape, dtype=torch.bool)

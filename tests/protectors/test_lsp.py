@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_umed.baselines import LSPProtector
+from monai_umed.protectors import LSPProtector
 from monai_umed.data import load_datalist, make_synthetic_dataset
-from monai_umed.handlers import ProtectedDatasetWriter
+from monai_umed.apps import ProtectedDatasetWriter
 
 EPS = 4 / 255
 
@@ -25,14 +25,14 @@ def _disc_label(h: int, w: int) -> torch.Tensor:
 @pytest.mark.parametrize("channels, shape, patch", [(1, (64, 64), 8), (3, (50, 70), 16), (1, (224, 224), 32)])
 def test_bound_patches_and_classes(channels, shape, patch):
     lsp = LSPProtector(channels, epsilon=EPS, patch_size=patch, seed=1)
-    image, label = torch.rand(channels, *shape), _disc_label(*shape)
+    image, label = 0.25 + 0.5 * torch.rand(channels, *shape), _disc_label(*shape)  # no clipping at 0 or 1
     delta, allowed = lsp.native_delta(image, label, "case_1")
     assert delta.shape == image.shape and allowed.all()
     assert delta.abs().max() <= EPS + 1e-7
     patterns = lsp.class_patterns(shape, "case_1")
     inside = label[0] > 0
-    assert torch.equal(delta[:, inside], patterns[1][:, inside])
-    assert torch.equal(delta[:, ~inside], patterns[0][:, ~inside])
+    assert torch.allclose(delta[:, inside], patterns[1][:, inside], atol=1e-7)
+    assert torch.allclose(delta[:, ~inside], patterns[0][:, ~inside], atol=1e-7)
     # constant over each patch (the original repeats one value per patch and channel)
     for k in range(2):
         p = patterns[k]
@@ -76,7 +76,7 @@ def test_writer_writes_lsp_with_the_bound_and_resumes(tmp_path: Path):
 
     def run(seed: int) -> dict:
         writer = ProtectedDatasetWriter(
-            LSPProtector(1, patch_size=8, seed=seed), datalist, root, out / "protected", 32, 1, manifest_dir=out
+            LSPProtector(1, patch_size=8, seed=seed), datalist, root, out / "protected", manifest_dir=out
         )
         return writer()
 
@@ -94,9 +94,9 @@ def test_writer_writes_lsp_with_the_bound_and_resumes(tmp_path: Path):
 
 def test_writer_refuses_survival_measurement_for_baselines(tmp_path: Path):
     root = make_synthetic_dataset(tmp_path / "syn", num_images=1, size=(32, 32), seed=2)
-    with pytest.raises(ValueError, match="UMedPerturbator"):
+    with pytest.raises(ValueError, match="needs the UMed protector"):
         ProtectedDatasetWriter(
-            LSPProtector(1), load_datalist(dataset_dir=str(root)), root, tmp_path / "o", 32, 1,
+            LSPProtector(1), load_datalist(dataset_dir=str(root)), root, tmp_path / "o",
             surrogate=torch.nn.Conv2d(1, 2, 1),
         )
 
@@ -104,7 +104,7 @@ def test_writer_refuses_survival_measurement_for_baselines(tmp_path: Path):
 def test_writer_names_the_file_a_baseline_cannot_protect(tmp_path: Path):
     root = make_synthetic_dataset(tmp_path / "syn", num_images=1, size=(48, 48), seed=2)
     datalist = load_datalist(dataset_dir=str(root))
-    writer = ProtectedDatasetWriter(LSPProtector(1, patch_size=4, max_grid=8), datalist, root, tmp_path / "o", 32, 1)
+    writer = ProtectedDatasetWriter(LSPProtector(1, patch_size=4, max_grid=8), datalist, root, tmp_path / "o")
     with pytest.raises(ValueError, match=r"images/.*\.png: an image of 48x48 pixels needs 12x12 patches"):
         writer()
     assert not list((tmp_path / "o").rglob("*.png")), "nothing half-written"

@@ -18,17 +18,17 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_umed.apps import build_perturbator
 from monai_umed.data import load_datalist, make_synthetic_dataset, read_raw
-from monai_umed.handlers import ProtectedDatasetWriter, quantize_protected
+from monai_umed.apps import ProtectedDatasetWriter, quantize_protected
+from monai_umed.protectors import UMedProtector
 from monai_umed.utils import UserInputError, temp_path
 
 
-def _perturbator(channels: int = 1, epsilon: float = 4 / 255) -> torch.nn.Module:
+def _perturbator(channels: int = 1, epsilon: float = 4 / 255) -> UMedProtector:
     torch.manual_seed(0)
-    p = build_perturbator(
-        in_channels=channels, epsilon=epsilon, contour_channels=(4, 8), contour_strides=(2,),
-        texture_channels=(4, 8), texture_strides=(2,),
+    p = UMedProtector(
+        in_channels=channels, image_size=16, epsilon=epsilon, contour_channels=(4, 8), contour_strides=(2,),
+        texture_channels=(4, 8), texture_strides=(2,), band_width=1,
     )
     with torch.no_grad():
         for param in p.parameters():
@@ -38,8 +38,7 @@ def _perturbator(channels: int = 1, epsilon: float = 4 / 255) -> torch.nn.Module
 
 def _write(root: Path, out: Path, channels: int = 1, epsilon: float = 4 / 255) -> dict:
     writer = ProtectedDatasetWriter(
-        _perturbator(channels, epsilon), load_datalist(dataset_dir=str(root)), root, out / "protected", 16, channels,
-        band_width=1, manifest_dir=out,
+        _perturbator(channels, epsilon), load_datalist(dataset_dir=str(root)), root, out / "protected", manifest_dir=out,
     )
     return writer()
 
@@ -158,13 +157,13 @@ _KILLED_RUN = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
-    import monai_umed.handlers.writer as writer_mod
+    import monai_umed.apps.writer as writer_mod
     from test_writer_faults import _write
     real, calls = writer_mod._write_raster, {"n": 0}
 
     def dying(array, raw, tmp):
         calls["n"] += 1
-        if calls["n"] == 4:  # half of the 4th file is on disk when the process is killed
+        if "synthetic_003" in Path(tmp).name:  # half of the 4th image is on disk when the process is killed
             Path(tmp).write_bytes(b"\\x89PNG half")
             os.kill(os.getpid(), signal.SIGKILL)
         real(array, raw, tmp)
@@ -190,8 +189,10 @@ def test_kill_9_mid_write_then_rerun_equals_an_uninterrupted_run(tmp_path: Path)
     assert proc.returncode == -9, proc.stderr[-2000:]
     names = sorted(p.name for p in (killed / "protected" / "images").iterdir())
     finished = [n for n in names if not n.startswith(".")]
-    assert len(finished) == 3, "only complete files carry a final name"
-    assert len(names) == 4, "the half-written file lies under a temporary name only"
+    # the writer threads work on neighbouring images at once: how many finished before the kill varies, but the
+    # half-written 4th file lies under a temporary name only and every file under a final name is complete
+    assert 2 <= len(finished) <= 5 and "synthetic_003.png" not in finished
+    assert len(names) > len(finished), "the half-written file lies under a temporary name"
     for name in finished:
         Image.open(killed / "protected" / "images" / name).load()  # each one decodes
     _write(root, killed)  # the re-run

@@ -1,0 +1,34 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Protectors: UMed and the baselines of the paper's Table 1 behind one interface.
+
+Every protector is a :class:`Protector` (``native_delta``, ``config``, ``save``, ``fingerprint``), registered by
+name in :data:`PROTECTORS`: ``get_protector("umed", in_channels=3)``, ``load_protector("protector.pt")``. The
+writer (:class:`monai_umed.apps.ProtectedDatasetWriter`) takes any of them.
+"""
+
+from monai_umed.protectors.base import (
+    PROTECTOR_FORMAT,
+    PROTECTORS,
+    Protector,
+    get_protector,
+    load_protector,
+    register_protector,
+)
+from monai_umed.protectors.em import EMProtector, optimize_error_minimizing
+from monai_umed.protectors.lsp import LSPProtector
+from monai_umed.protectors.umed import UMedProtector, build_perturbator, native_band_width
+
+__all__ = [
+    "PROTECTOR_FORMAT",
+    "PROTECTORS",
+    "Protector",
+    "get_protector",
+    "load_protector",
+    "register_protector",
+    "EMProtector",
+    "LSPProtector",
+    "UMedProtector",
+    "build_perturbator",
+    "native_band_width",
+    "optimize_error_minimizing",
+]

@@ -1,0 +1,205 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""UMed as a :class:`~monai_umed.protectors.Protector`: the two generators, their priors and the training size."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.utils import convert_to_tensor
+
+from monai_umed.networks import ContourPerturbator, TexturePerturbator, UMedPerturbator
+from monai_umed.protectors.base import Protector, register_protector
+from monai_umed.transforms import PriorSettings, prior_transforms
+
+__all__ = ["UMedProtector", "build_perturbator", "native_band_width"]
+
+
+def build_perturbator(
+    spatial_dims: int = 2,
+    in_channels: int = 1,
+    epsilon: float = 4 / 255,
+    bound: str = "tanh",
+    contour_channels: Sequence[int] = (16, 32, 64, 128),
+    contour_strides: Sequence[int] = (2, 2, 2),
+    theta: float = 1.0,
+    texture_channels: Sequence[int] = (16, 32, 64, 128),
+    texture_strides: Sequence[int] = (2, 2, 2),
+    texture_res_units: int = 2,
+) -> UMedPerturbator:
+    """Build G_c (CDC U-Net generator, Eq. 3-4) and G_t (MONAI U-Net generator, Eq. 5) from plain arguments."""
+    contour = ContourPerturbator(
+        spatial_dims, in_channels, epsilon=epsilon, bound=bound, channels=tuple(contour_channels),
+        strides=tuple(contour_strides), theta=theta,
+    )
+    texture = TexturePerturbator(
+        spatial_dims, in_channels, epsilon=epsilon, bound=bound, channels=tuple(texture_channels),
+        strides=tuple(texture_strides), num_res_units=texture_res_units,
+    )
+    return UMedPerturbator(contour=contour, texture=texture, epsilon=epsilon)
+
+
+def plain(t: torch.Tensor) -> torch.Tensor:
+    """A plain tensor (no MONAI metadata: every operation on a MetaTensor pays for its metadata handling)."""
+    return convert_to_tensor(t, track_meta=False)
+
+
+def native_band_width(width: int, train_shape: Sequence[int], native_shape: Sequence[int]) -> int:
+    """The contour band width on a file's native grid: the training width scaled by the linear size ratio
+    ``sqrt(native_pixels / train_pixels)``, so the band covers the same fraction of the object."""
+    ratio = math.sqrt(float(np.prod(native_shape)) / float(np.prod(train_shape)))
+    return max(1, int(round(width * ratio)))
+
+
+@register_protector
+class UMedProtector(Protector):
+    """UMed (Lin et al., IJCAI 2024): contour perturbation (Eq. 3-4) + texture perturbation (Eq. 5), Eq. 6.
+
+    **Training.** ``perturbator`` (:class:`~monai_umed.networks.UMedPerturbator`) is what
+    :class:`~monai_umed.engines.UMedTrainer` optimises at ``image_size`` on the priors of :meth:`transforms`.
+
+    **How delta reaches a file's own grid** (:meth:`native_delta`). The generators run at the training size:
+    the image is resized (bilinear, anti-aliased) to ``image_size``, the *raw* generator outputs F_c(x), F_t(x)
+    are resized back to the native grid (bilinear), and Eq. 4-6 (:meth:`UMedPerturbator.perturb_fields`) are
+    applied there with the contour band, ROI interior and LBP texture map computed on the native mask and
+    image (band width scaled by :func:`native_band_width`). The bounds therefore hold exactly on the native
+    grid, and no pixel outside the native band and ROI changes. :meth:`native_delta_batch` runs the
+    generators once for a batch of images and computes the native priors only on the box around the ROI where
+    anything may change (:meth:`_work_box`; exact, see there).
+
+    Args:
+        in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*: the generators, see
+            :func:`build_perturbator`.
+        image_size: the training size (an int or one size per spatial dimension).
+        band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize: the priors
+            (:class:`~monai_umed.transforms.PriorSettings`).
+    """
+
+    name: ClassVar[str] = "umed"
+    #: the keys of :class:`PriorSettings`, also settings keys of first-format protector files
+    PRIOR_KEYS: ClassVar[tuple[str, ...]] = tuple(PriorSettings().as_dict())
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        image_size: int | Sequence[int] = 96,
+        epsilon: float = 4 / 255,
+        spatial_dims: int = 2,
+        bound: str = "tanh",
+        contour_channels: Sequence[int] = (16, 32, 64, 128),
+        contour_strides: Sequence[int] = (2, 2, 2),
+        theta: float = 1.0,
+        texture_channels: Sequence[int] = (16, 32, 64, 128),
+        texture_strides: Sequence[int] = (2, 2, 2),
+        texture_res_units: int = 2,
+        band_width: int = 3,
+        band_side: str = "both",
+        lbp_points: int = 8,
+        lbp_radius: float = 1.0,
+        lbp_method: str = "uniform",
+        lbp_normalize: str = "max_code",
+    ) -> None:
+        super().__init__()
+        self.perturbator_args = {
+            "spatial_dims": int(spatial_dims), "in_channels": int(in_channels), "epsilon": float(epsilon),
+            "bound": bound, "contour_channels": [int(c) for c in contour_channels],
+            "contour_strides": [int(s) for s in contour_strides], "theta": float(theta),
+            "texture_channels": [int(c) for c in texture_channels],
+            "texture_strides": [int(s) for s in texture_strides], "texture_res_units": int(texture_res_units),
+        }
+        self.perturbator = build_perturbator(**self.perturbator_args)
+        size = (image_size,) * spatial_dims if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+        self.image_size = tuple(int(s) for s in size)
+        self.priors = PriorSettings(band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize)
+        self.in_channels = int(in_channels)
+        self.spatial_dims = int(spatial_dims)
+        self._lbp = self.priors.lbp()
+
+    @property
+    def epsilon(self) -> float:  # type: ignore[override]
+        return self.perturbator.epsilon
+
+    def config(self) -> dict[str, Any]:
+        return dict(self.perturbator_args, image_size=list(self.image_size), **self.priors.as_dict())
+
+    def extra_repr(self) -> str:
+        return f"image_size={self.image_size}, {self.priors}"
+
+    def transforms(self, track_meta: bool = False):
+        """The training-size pipeline of this protector: resize an ``{"image", "label"}`` pair and add the priors
+        (:func:`~monai_umed.transforms.prior_transforms`)."""
+        return prior_transforms(self.image_size, self.in_channels, track_meta=track_meta, **self.priors.as_dict())
+
+    @torch.no_grad()
+    def native_delta(self, image: torch.Tensor, label: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.native_delta_batch([image], [label], [key])[0]
+
+    @torch.no_grad()
+    def native_delta_batch(
+        self, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], keys: Sequence[str]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if not images:
+            return []
+        dev = self.device
+        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
+        xs = []
+        for x, y in zip(images, labels):
+            if x.ndim != self.spatial_dims + 1 or x.shape[0] != self.in_channels:
+                raise ValueError(f"image must be [{self.in_channels}, *spatial], got {tuple(x.shape)}.")
+            if tuple(y.shape[1:]) != tuple(x.shape[1:]):
+                raise ValueError(f"label {tuple(y.shape)} does not match image {tuple(x.shape)}.")
+            xs.append(torch.as_tensor(x, dtype=torch.float32).to(dev))
+        small = torch.cat(
+            [F.interpolate(x[None], size=self.image_size, mode=mode, antialias=mode == "bilinear", align_corners=False)
+             for x in xs]
+        ).clamp(0, 1)
+        raw_c_all, raw_t_all = self.perturbator.generator_outputs(small)
+        out = []
+        for i, (x, y) in enumerate(zip(xs, labels)):
+            native = tuple(x.shape[1:])
+            raw_c = F.interpolate(raw_c_all[i : i + 1].float(), size=native, mode=mode, align_corners=False)
+            raw_t = F.interpolate(raw_t_all[i : i + 1].float(), size=native, mode=mode, align_corners=False)
+            width = native_band_width(self.priors.band_width, self.image_size, native)
+            fg = (torch.as_tensor(y).to(dev) > 0).float()
+            delta = torch.zeros_like(x)
+            allowed = torch.zeros(native, dtype=torch.bool, device=dev)
+            box = self._work_box(fg[0], width)
+            if box is not None:
+                crop = (slice(None), *box)
+                x_c, fg_c = x[crop], fg[crop]
+                band, interior = (plain(m) for m in self.priors.contour(width).band_and_interior(fg_c))
+                texture = plain(self._lbp(x_c))
+                protected, _, _ = self.perturbator.perturb_fields(
+                    raw_c[(slice(None), *crop)], raw_t[(slice(None), *crop)], x_c[None], band[None], texture[None],
+                    interior[None],
+                )
+                delta[crop] = protected[0] - x_c
+                allowed[box] = ((band + interior) > 0)[0]
+            out.append((delta.cpu(), allowed.cpu()))
+        return out
+
+    def _work_box(self, fg: torch.Tensor, width: int) -> tuple[slice, ...] | None:
+        """The part of the native grid the priors are computed on: the foreground's bounding box grown by the
+        band width plus the LBP reach (``ceil(R) + 1``), clipped to the image; ``None`` without foreground.
+
+        Exact: outside it nothing may change (band and ROI lie inside), the band and ROI inside it are those of the
+        whole image (the margin is background, as outside the box), and the LBP codes inside the grown box read
+        only pixels of the box. With ``lbp_normalize="minmax"`` (scaled by the whole image's codes) the box is the
+        whole image.
+        """
+        if not bool(fg.any()):
+            return None
+        if self.priors.lbp_normalize == "minmax":
+            return tuple(slice(0, n) for n in fg.shape)
+        margin = width + math.ceil(self.priors.lbp_radius) + 1
+        box = []
+        for axis in range(fg.ndim):
+            other = tuple(a for a in range(fg.ndim) if a != axis)
+            hit = torch.nonzero(fg.amax(dim=other) if other else fg).flatten()
+            lo, hi = int(hit.min()) - margin, int(hit.max()) + margin + 1
+            box.append(slice(max(lo, 0), min(hi, fg.shape[axis])))
+        return tuple(box)

@@ -1,0 +1,99 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""The priors of Eq. 4-5 as one settings object and one training-size pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from monai.transforms import AsDiscreted, Compose, EnsureTyped, Resized
+
+from monai_umed.transforms.channels import MatchChannelsd
+from monai_umed.transforms.contour import CONTOUR_SIDES, ContourBand, ContourBandd
+from monai_umed.transforms.texture import LBPTextureMap, LBPTextureMapd
+
+__all__ = ["PriorSettings", "prior_transforms"]
+
+
+@dataclass(frozen=True)
+class PriorSettings:
+    """How UMed computes its priors: the contour band ``y_c`` (Eq. 4) and the LBP texture map ``x_t`` (Eq. 5).
+
+    One object for the six settings that training, writing and the protector file must agree on.
+
+    Args:
+        band_width: half-width of the contour band in pixels at the training size (see :class:`ContourBand`).
+        band_side: "both", "inside" or "outside".
+        lbp_points, lbp_radius, lbp_method, lbp_normalize: see :class:`LBPTextureMap`.
+    """
+
+    band_width: int = 3
+    band_side: str = "both"
+    lbp_points: int = 8
+    lbp_radius: float = 1.0
+    lbp_method: str = "uniform"
+    lbp_normalize: str = "max_code"
+
+    def __post_init__(self) -> None:
+        if self.band_side not in CONTOUR_SIDES:
+            raise ValueError(f"band_side must be one of {CONTOUR_SIDES}, got {self.band_side!r}.")
+        self.lbp()  # checks the LBP settings
+        ContourBand(self.band_width, self.band_side)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> PriorSettings:
+        """The settings found in ``values`` (other keys are ignored); missing ones take their defaults."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lbp(self) -> LBPTextureMap:
+        """The texture-map transform ``x_t`` of these settings."""
+        return LBPTextureMap(self.lbp_points, self.lbp_radius, self.lbp_method, self.lbp_normalize)
+
+    def contour(self, width: int | None = None) -> ContourBand:
+        """The contour-band transform of these settings (``width`` overrides the band width, e.g. on a native grid)."""
+        return ContourBand(self.band_width if width is None else width, self.band_side)
+
+
+def prior_transforms(
+    image_size: int | Sequence[int],
+    channels: int,
+    band_width: int = 3,
+    band_side: str = "both",
+    lbp_points: int = 8,
+    lbp_radius: float = 1.0,
+    lbp_method: str = "uniform",
+    lbp_normalize: str = "max_code",
+    track_meta: bool = False,
+) -> Compose:
+    """Resize an ``{"image", "label"}`` pair to the training size and add the priors of Eq. 4-5.
+
+    Image: bilinear with anti-aliasing; label: nearest, then foreground ``label > 0`` as class 1.
+    Adds ``contour_band`` and ``roi_interior`` (``ContourBandd``) and ``texture_map`` (``LBPTextureMapd``).
+    The outputs are float32 plain tensors unless ``track_meta``: training needs no metadata, and every torch
+    operation on a MetaTensor goes through MONAI's metadata handling (measured in ``docs/DESIGN.md``).
+    The keyword arguments are those of :class:`PriorSettings` (``prior_transforms(size, c, **s.as_dict())``).
+    """
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    return Compose(
+        [
+            MatchChannelsd("image", channels),
+            Resized("image", spatial_size=size, mode="bilinear", anti_aliasing=True),
+            Resized("label", spatial_size=size, mode="nearest"),
+            AsDiscreted("label", threshold=0.5),
+            ContourBandd("label", width=band_width, side=band_side),
+            LBPTextureMapd(
+                "image", num_points=lbp_points, radius=lbp_radius, method=lbp_method, normalize=lbp_normalize
+            ),
+            EnsureTyped(
+                ["image", "label", "contour_band", "roi_interior", "texture_map"],
+                dtype=torch.float32,
+                track_meta=track_meta,
+            ),
+        ]
+    )

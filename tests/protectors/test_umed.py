@@ -1,0 +1,74 @@
+"""UMedProtector: the native-grid perturbation equals Eq. 4-6 computed on the whole image with the public pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from monai_umed.protectors import UMedProtector, native_band_width
+from monai_umed.transforms import ContourBand, LBPTextureMap
+
+
+def _reference(p: UMedProtector, x: torch.Tensor, y: torch.Tensor):
+    """Eq. 4-6 on the full native grid: generators at the training size, raw fields resized, whole-image priors."""
+    native = tuple(x.shape[1:])
+    small = F.interpolate(x[None], size=p.image_size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    raw_c, raw_t = p.perturbator.generator_outputs(small)
+    raw_c = F.interpolate(raw_c, size=native, mode="bilinear", align_corners=False)
+    raw_t = F.interpolate(raw_t, size=native, mode="bilinear", align_corners=False)
+    width = native_band_width(p.priors.band_width, p.image_size, native)
+    masks = torch.as_tensor(ContourBand(width, p.priors.band_side)((y > 0).float())).as_subclass(torch.Tensor)
+    band, interior = masks[0:1], masks[1:2]
+    texture = torch.as_tensor(LBPTextureMap(p.priors.lbp_points, p.priors.lbp_radius, p.priors.lbp_method,
+                                            p.priors.lbp_normalize)(x)).as_subclass(torch.Tensor)
+    protected, _, _ = p.perturbator.perturb_fields(raw_c, raw_t, x[None], band[None], texture[None], interior[None])
+    return protected[0] - x, (band + interior)[0] > 0
+
+
+def _labels(h: int, w: int) -> list[torch.Tensor]:
+    yy, xx = np.mgrid[:h, :w]
+    disc = (yy - h * 0.4) ** 2 + (xx - w * 0.6) ** 2 < (min(h, w) / 5) ** 2
+    border = (yy < h // 3) & (xx < w // 4)  # touches two image borders
+    two = disc | ((yy - h * 0.8) ** 2 + (xx - w * 0.2) ** 2 < 16)
+    return [torch.as_tensor(m[None].astype(np.float32)) for m in (disc, border, two)]
+
+
+@pytest.mark.parametrize("normalize", ["max_code", "minmax"])
+@pytest.mark.parametrize(
+    "channels, shape, side, width, radius",
+    [(1, (64, 80), "both", 2, 2.0), (3, (70, 50), "inside", 2, 1.0), (1, (40, 40), "outside", 1, 3.0)],
+)
+def test_native_delta_equals_the_whole_image_reference(channels, shape, side, width, radius, normalize):
+    torch.manual_seed(0)
+    p = UMedProtector(in_channels=channels, image_size=16, contour_channels=(4, 8), contour_strides=(2,),
+                      texture_channels=(4, 8), texture_strides=(2,), band_width=width, band_side=side,
+                      lbp_radius=radius, lbp_points=8, lbp_normalize=normalize).eval()
+    with torch.no_grad():
+        for param in p.parameters():
+            param.mul_(3.0)
+    x = torch.rand(channels, *shape, generator=torch.Generator().manual_seed(1))
+    labels = _labels(*shape)
+    got = p.native_delta_batch([x] * len(labels), labels, ["a", "b", "c"])
+    for y, (delta, allowed) in zip(labels, got):
+        ref_delta, ref_allowed = _reference(p, x, y)
+        assert torch.equal(allowed, ref_allowed)
+        assert torch.allclose(delta, ref_delta, atol=1e-6), float((delta - ref_delta).abs().max())
+        assert delta.abs().max() > 0
+
+
+def test_no_foreground_changes_nothing():
+    p = UMedProtector(image_size=16, contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8),
+                      texture_strides=(2,))
+    delta, allowed = p.native_delta(torch.rand(1, 32, 32), torch.zeros(1, 32, 32), "empty")
+    assert not delta.any() and not allowed.any()
+
+
+def test_bad_shapes_are_named():
+    p = UMedProtector(in_channels=3, image_size=16, contour_channels=(4, 8), contour_strides=(2,),
+                      texture_channels=(4, 8), texture_strides=(2,))
+    with pytest.raises(ValueError, match=r"\[3, \*spatial\]"):
+        p.native_delta(torch.rand(1, 32, 32), torch.zeros(1, 32, 32), "grey")
+    with pytest.raises(ValueError, match="does not match"):
+        p.native_delta(torch.rand(3, 32, 32), torch.zeros(1, 16, 32), "mask")
