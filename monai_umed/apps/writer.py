@@ -183,7 +183,8 @@ class ProtectedDatasetWriter:
     **Throughput.** Reading, hashing and decoding the next images, and encoding, re-reading, checking and
     measuring the written ones, run in a pool of ``num_workers`` threads (PNG/zlib, hashing and torch release
     the GIL) while the protector runs on batches of ``batch_size`` images; at most about three batches are in
-    flight, so memory does not grow with the dataset. Entries keep the datalist order.
+    flight, so memory does not grow with the dataset. Entries keep the datalist order. While the pool runs,
+    torch uses one intra-op thread per Python thread (restored afterwards).
 
     If a ``surrogate`` is given (UMed only), the summary also reports its ``L_seg`` on the clean images, on the
     protected images as computed in training, and on the files as written (re-read and resized to the training
@@ -212,8 +213,8 @@ class ProtectedDatasetWriter:
         surrogate: torch.nn.Module | None = None,
         settings: dict | None = None,
         manifest_every: int = 25,
-        batch_size: int = 8,
-        num_workers: int = 2,
+        batch_size: int = 16,
+        num_workers: int = 3,
     ) -> None:
         if not isinstance(protector, Protector):
             raise TypeError(f"protector must be a monai_umed.protectors.Protector, got {type(protector).__name__}.")
@@ -408,6 +409,11 @@ class ProtectedDatasetWriter:
 
         window = 2 * self.batch_size
         items = iter(self.datalist)
+        threads = torch.get_num_threads()
+        if pool is not None:
+            # one torch thread per Python thread: the pool already keeps the cores busy, and nested intra-op
+            # threads only compete with it (docs/DESIGN.md, "The writer")
+            torch.set_num_threads(1)
         reading: deque[Future] = deque()
         writing: deque[tuple[Future, bool]] = deque()
         batch: list[dict] = []
@@ -438,6 +444,7 @@ class ProtectedDatasetWriter:
             if pool is not None:
                 # running writes finish (their temporary files are renamed or removed); queued ones are dropped
                 pool.shutdown(wait=True, cancel_futures=True)
+                torch.set_num_threads(threads)
 
     # ------------------------------------------------------------------ main
     @torch.no_grad()

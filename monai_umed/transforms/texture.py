@@ -159,7 +159,19 @@ def local_binary_pattern(
     rows = torch.arange(height, dtype=torch.float64, device=device)[:, None]
     cols = torch.arange(width, dtype=torch.float64, device=device)[None, :]
 
+    padded_3d = padded.reshape(n, height + 2 * pad, padded_width)
+    row_ids = torch.arange(height, device=device)
+    col_ids = torch.arange(width, device=device)
+
     def _pick(r_idx: torch.Tensor, c_idx: torch.Tensor) -> torch.Tensor:
+        # r_idx [H, 1], c_idx [1, W]: the sampled row / column of every pixel. When they are the pixel's own row /
+        # column plus one constant shift (always, unless float rounding of ``r + dr`` crosses an integer), the
+        # samples are a shifted view of the padded image; otherwise index each pixel.
+        shift_r = r_idx[:, 0].long() - row_ids
+        shift_c = c_idx[0].long() - col_ids
+        if bool((shift_r == shift_r[0]).all()) and bool((shift_c == shift_c[0]).all()):
+            a, b = pad + int(shift_r[0]), pad + int(shift_c[0])
+            return padded_3d[:, a : a + height, b : b + width]
         index = ((r_idx.long() + pad) * padded_width + (c_idx.long() + pad)).expand(height, width).reshape(-1)
         return padded[:, index].reshape(n, height, width)
 

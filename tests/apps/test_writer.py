@@ -166,6 +166,7 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch, workers):
         real_write(array, raw, tmp)
 
     monkeypatch.setattr(writer_mod, "_write_raster", flaky)
+    threads = torch.get_num_threads()
     with pytest.raises(KeyboardInterrupt):
         _run_writer(root, out, num_workers=workers, batch_size=2)
     written = sorted((out / "protected" / "images").glob("*.png"))
@@ -181,6 +182,7 @@ def test_resume_after_interruption(tmp_path: Path, monkeypatch, workers):
     summary = _run_writer(root, out)
     assert summary["skipped_existing"] == 3 and summary["num_images"] == 6
     assert len(list((out / "protected" / "images").glob("*.png"))) == 6
+    assert torch.get_num_threads() == threads, "the writer restores torch's thread count"
     # a fresh run in another folder writes byte-identical files (deterministic generators on the CPU)
     _run_writer(root, tmp_path / "again")
     assert _hash_tree(out / "protected") == _hash_tree(tmp_path / "again" / "protected")
