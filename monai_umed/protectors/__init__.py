@@ -16,6 +16,8 @@ from monai_umed.protectors.base import (
 )
 from monai_umed.protectors.em import EMProtector, optimize_error_minimizing
 from monai_umed.protectors.lsp import LSPProtector
+from monai_umed.protectors.samplewise import SampleWiseProtector
+from monai_umed.protectors.targeted import SEPProtector, TAPProtector, optimize_targeted, swapped_labels, train_snapshots
 from monai_umed.protectors.umed import UMedProtector, build_perturbator, native_band_width
 
 __all__ = [
@@ -27,8 +29,14 @@ __all__ = [
     "register_protector",
     "EMProtector",
     "LSPProtector",
+    "SampleWiseProtector",
+    "SEPProtector",
+    "TAPProtector",
     "UMedProtector",
     "build_perturbator",
     "native_band_width",
     "optimize_error_minimizing",
+    "optimize_targeted",
+    "swapped_labels",
+    "train_snapshots",
 ]

@@ -303,3 +303,24 @@ def test_resume_extends_a_step_schedule(tmp_path):
     assert "resuming from checkpoint" in log and "schedule completed: 16 steps in 8 phases" in log
     done = re.findall(r"Epoch\[(\d+)\] Complete", log)
     assert sorted(set(map(int, done))) == [5, 6, 7, 8], done
+
+
+@pytest.mark.parametrize("name, snapshots", [("tap", "1"), ("sep", "2")])
+def test_targeted_baseline_bundles(tmp_path, name, snapshots):
+    """TAP and SEP as bundle jobs: a clean run, targeted PGD, the bound holds, the input is untouched, apply reuses it."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=4, size=(40, 40), seed=5)
+    before = _hashes(data)
+    out = tmp_path / name
+    proc = _bundle(
+        "protect", f"protect_{name}.json", "--dataset_dir", str(data), "--output_dir", str(out), "--image_size", "32",
+        "--clean_steps", "2", "--snapshots", snapshots, "--pgd_steps", "2", "--step_size", "0.0157", "--batch_size", "2",
+    )
+    log = proc.stdout + proc.stderr
+    assert f"clean model snapshot {snapshots}/{snapshots}" in log and "loss towards the swapped labels" in log
+    assert _hashes(data) == before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["protector"] == name and manifest["settings"]["protector"] == name
+    assert manifest["summary"]["num_images"] == 4 and 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+            "--output_dir", str(tmp_path / "applied"))
+    assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")

@@ -13,6 +13,8 @@ from monai_umed.protectors import (
     EMProtector,
     LSPProtector,
     Protector,
+    SEPProtector,
+    TAPProtector,
     UMedProtector,
     get_protector,
     load_protector,
@@ -39,7 +41,7 @@ def _make(name: str, channels: int) -> Protector:
         return p.eval()
     if name == "lsp":
         return LSPProtector(channels, patch_size=4, seed=3)
-    p = EMProtector(KEYS, channels, (16, 16))
+    p = {"em": EMProtector, "tap": TAPProtector, "sep": SEPProtector}[name](KEYS, channels, (16, 16))
     p.deltas.uniform_(-EPS, EPS)
     return p
 
@@ -55,14 +57,14 @@ def _images(channels: int):
 
 
 def test_registry_names_every_protector():
-    assert {"umed", "lsp", "em"} <= set(PROTECTORS)
+    assert {"umed", "lsp", "em", "tap", "sep"} <= set(PROTECTORS)
     assert isinstance(get_protector("LSP", in_channels=1), LSPProtector)
-    with pytest.raises(UserInputError, match="unknown; choose one of .*em.*lsp.*umed"):
+    with pytest.raises(UserInputError, match="unknown; choose one of .*em.*lsp.*sep.*tap.*umed"):
         get_protector("nope")
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("name", ["umed", "lsp", "em"])
+@pytest.mark.parametrize("name", ["umed", "lsp", "em", "tap", "sep"])
 def test_contract_bound_range_locality_and_batch(name, channels):
     p = _make(name, channels)
     images, labels = _images(channels)
@@ -81,7 +83,7 @@ def test_contract_bound_range_locality_and_batch(name, channels):
                 "UMed changes only the contour band and the ROI"
 
 
-@pytest.mark.parametrize("name", ["umed", "lsp", "em"])
+@pytest.mark.parametrize("name", ["umed", "lsp", "em", "tap", "sep"])
 def test_save_load_roundtrip_and_fingerprint(name, tmp_path):
     p = _make(name, 3)
     path = p.save(tmp_path / f"{name}.pt", {"trained_steps": np.int64(5), "note": tmp_path})

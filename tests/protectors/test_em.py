@@ -79,7 +79,7 @@ def test_writer_writes_em_for_known_images_only(em_run, tmp_path: Path):
     assert np.abs(diff - row).max() <= 1.0 + 1e-4
     other = make_synthetic_dataset(tmp_path / "other", num_images=1, size=(32, 32), seed=9)
     new_items = [dict(d, name="not_seen") for d in load_datalist(dataset_dir=str(other))]
-    with pytest.raises(ValueError, match="not_seen: EM is sample-wise"):
+    with pytest.raises(ValueError, match="not_seen: em is sample-wise"):
         ProtectedDatasetWriter(protector, new_items, other, tmp_path / "o2")()
 
 
