@@ -1,7 +1,7 @@
 # Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
 """Protectors: UMed and the baselines of the paper's Table 1 behind one interface.
 
-Every protector is a :class:`Protector` (``native_delta``, ``config``, ``save``, ``fingerprint``), registered by
+Registered names: ``umed``, ``lsp``, ``em``, ``tap``, ``sep``, ``ar``. Every protector is a :class:`Protector` (``native_delta``, ``config``, ``save``, ``fingerprint``), registered by
 name in :data:`PROTECTORS`: ``get_protector("umed", in_channels=3)``, ``load_protector("protector.pt")``. The
 writer (:class:`monai_umed.apps.ProtectedDatasetWriter`) takes any of them.
 """
@@ -14,6 +14,7 @@ from monai_umed.protectors.base import (
     load_protector,
     register_protector,
 )
+from monai_umed.protectors.ar import ARProtector, ar_process
 from monai_umed.protectors.em import EMProtector, optimize_error_minimizing
 from monai_umed.protectors.lsp import LSPProtector
 from monai_umed.protectors.samplewise import SampleWiseProtector
@@ -27,6 +28,8 @@ __all__ = [
     "get_protector",
     "load_protector",
     "register_protector",
+    "ARProtector",
+    "ar_process",
     "EMProtector",
     "LSPProtector",
     "SampleWiseProtector",

@@ -324,3 +324,19 @@ def test_targeted_baseline_bundles(tmp_path, name, snapshots):
     _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
             "--output_dir", str(tmp_path / "applied"))
     assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")
+
+
+def test_ar_baseline_bundle(tmp_path):
+    """The AR baseline as a bundle job: no training, the bound holds on every pixel, apply reuses it."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=3, size=(40, 40), seed=5, channels=3)
+    before = _hashes(data)
+    out = tmp_path / "ar"
+    _bundle("protect", "protect_ar.json", "--dataset_dir", str(data), "--output_dir", str(out), "--seed", "3")
+    assert _hashes(data) == before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["protector"] == "ar" and manifest["settings"]["stability"] == 0.95
+    assert manifest["summary"]["num_images"] == 3 and 3.5 / 255 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    assert manifest["summary"]["changed_fraction_mean"] > 0.5
+    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+            "--output_dir", str(tmp_path / "applied"))
+    assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")

@@ -10,6 +10,7 @@ import torch
 
 from monai_umed.protectors import (
     PROTECTORS,
+    ARProtector,
     EMProtector,
     LSPProtector,
     Protector,
@@ -41,6 +42,8 @@ def _make(name: str, channels: int) -> Protector:
         return p.eval()
     if name == "lsp":
         return LSPProtector(channels, patch_size=4, seed=3)
+    if name == "ar":
+        return ARProtector(channels, seed=3)
     p = {"em": EMProtector, "tap": TAPProtector, "sep": SEPProtector}[name](KEYS, channels, (16, 16))
     p.deltas.uniform_(-EPS, EPS)
     return p
@@ -57,14 +60,14 @@ def _images(channels: int):
 
 
 def test_registry_names_every_protector():
-    assert {"umed", "lsp", "em", "tap", "sep"} <= set(PROTECTORS)
+    assert set(PROTECTORS) == {"umed", "lsp", "em", "tap", "sep", "ar"}
     assert isinstance(get_protector("LSP", in_channels=1), LSPProtector)
-    with pytest.raises(UserInputError, match="unknown; choose one of .*em.*lsp.*sep.*tap.*umed"):
+    with pytest.raises(UserInputError, match="unknown; choose one of ar, em, lsp, sep, tap, umed"):
         get_protector("nope")
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("name", ["umed", "lsp", "em", "tap", "sep"])
+@pytest.mark.parametrize("name", ["umed", "lsp", "em", "tap", "sep", "ar"])
 def test_contract_bound_range_locality_and_batch(name, channels):
     p = _make(name, channels)
     images, labels = _images(channels)
@@ -83,7 +86,7 @@ def test_contract_bound_range_locality_and_batch(name, channels):
                 "UMed changes only the contour band and the ROI"
 
 
-@pytest.mark.parametrize("name", ["umed", "lsp", "em", "tap", "sep"])
+@pytest.mark.parametrize("name", ["umed", "lsp", "em", "tap", "sep", "ar"])
 def test_save_load_roundtrip_and_fingerprint(name, tmp_path):
     p = _make(name, 3)
     path = p.save(tmp_path / f"{name}.pt", {"trained_steps": np.int64(5), "note": tmp_path})
