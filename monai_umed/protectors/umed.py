@@ -30,8 +30,14 @@ def build_perturbator(
     texture_channels: Sequence[int] = (16, 32, 64, 128),
     texture_strides: Sequence[int] = (2, 2, 2),
     texture_res_units: int = 2,
+    parts: str = "both",
+    texture_bound: str = "lbp",
 ) -> UMedPerturbator:
-    """Build G_c (CDC U-Net generator, Eq. 3-4) and G_t (MONAI U-Net generator, Eq. 5) from plain arguments."""
+    """Build G_c (CDC U-Net generator, Eq. 3-4) and G_t (MONAI U-Net generator, Eq. 5) from plain arguments.
+
+    The Table 5 ablations are settings: ``parts="contour"`` / ``"texture"`` (one generator only),
+    ``texture_bound="fixed"`` (no texture prior), ``theta=0`` (the contour encoder without central differences,
+    i.e. a vanilla U-Net)."""
     contour = ContourPerturbator(
         spatial_dims, in_channels, epsilon=epsilon, bound=bound, channels=tuple(contour_channels),
         strides=tuple(contour_strides), theta=theta,
@@ -40,7 +46,7 @@ def build_perturbator(
         spatial_dims, in_channels, epsilon=epsilon, bound=bound, channels=tuple(texture_channels),
         strides=tuple(texture_strides), num_res_units=texture_res_units,
     )
-    return UMedPerturbator(contour=contour, texture=texture, epsilon=epsilon)
+    return UMedPerturbator(contour=contour, texture=texture, epsilon=epsilon, parts=parts, texture_bound=texture_bound)
 
 
 def plain(t: torch.Tensor) -> torch.Tensor:
@@ -72,8 +78,8 @@ class UMedProtector(Protector):
     anything may change (:meth:`_work_box`; exact, see there).
 
     Args:
-        in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*: the generators, see
-            :func:`build_perturbator`.
+        in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*, parts, texture_bound: the
+            generators and the ablation switches, see :func:`build_perturbator`.
         image_size: the training size (an int or one size per spatial dimension).
         band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize: the priors
             (:class:`~monai_umed.transforms.PriorSettings`).
@@ -96,6 +102,8 @@ class UMedProtector(Protector):
         texture_channels: Sequence[int] = (16, 32, 64, 128),
         texture_strides: Sequence[int] = (2, 2, 2),
         texture_res_units: int = 2,
+        parts: str = "both",
+        texture_bound: str = "lbp",
         band_width: int = 3,
         band_side: str = "both",
         lbp_points: int = 8,
@@ -110,6 +118,7 @@ class UMedProtector(Protector):
             "contour_strides": [int(s) for s in contour_strides], "theta": float(theta),
             "texture_channels": [int(c) for c in texture_channels],
             "texture_strides": [int(s) for s in texture_strides], "texture_res_units": int(texture_res_units),
+            "parts": str(parts), "texture_bound": str(texture_bound),
         }
         self.perturbator = build_perturbator(**self.perturbator_args)
         size = (image_size,) * spatial_dims if isinstance(image_size, (int, np.integer)) else tuple(image_size)

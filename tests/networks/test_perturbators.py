@@ -185,3 +185,33 @@ def test_perturb_fields_on_resized_raw_fields():
         protected, dc, dt = umed.perturb_fields(raw_c, raw_t, image, band, texture, roi_interior)
     assert_bounds(image, band, texture, roi_interior, protected, dc, dt, umed.epsilon)
     torch.testing.assert_close(dc, umed.contour.apply_bound(raw_c, band))
+
+
+@pytest.mark.parametrize("parts", ["both", "contour", "texture"])
+@pytest.mark.parametrize("texture_bound", ["lbp", "fixed"])
+def test_table5_ablation_switches(parts, texture_bound):
+    """Table 5 ablations as settings: one generator only, or the texture bound without the LBP map."""
+    from monai_umed.protectors import build_perturbator
+
+    torch.manual_seed(0)
+    p = build_perturbator(contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,),
+                          parts=parts, texture_bound=texture_bound)
+    with torch.no_grad():
+        for param in p.parameters():
+            param.mul_(3.0)
+    x = torch.rand(2, 1, 16, 16)
+    band = torch.zeros(2, 1, 16, 16)
+    band[..., 2:5, :] = 1
+    interior = torch.zeros(2, 1, 16, 16)
+    interior[..., 8:14, :] = 1
+    texture = torch.full((2, 1, 16, 16), 0.1)
+    protected, d_c, d_t = p(x, band, texture, interior)
+    eps = p.epsilon
+    assert (d_c.abs().max() > 0) == (parts != "texture") and (d_t.abs().max() > 0) == (parts != "contour")
+    bound_t = eps * (1.0 if texture_bound == "fixed" else 0.1) * interior
+    assert (d_t.abs() <= bound_t + 1e-9).all()
+    if parts != "contour":
+        assert (d_t.abs().max() > eps * 0.1 + 1e-6) == (texture_bound == "fixed"), "fixed: the bound is eps, not eps * x_t"
+    assert torch.allclose(protected, (x + d_c + d_t).clamp(0, 1))
+    with pytest.raises(ValueError, match="parts"):
+        build_perturbator(parts="neither")

@@ -37,6 +37,8 @@ from monai_umed.networks.nets.cdc_unet import CDCUNet
 
 __all__ = [
     "BOUND_MODES",
+    "PARTS",
+    "TEXTURE_BOUNDS",
     "DEFAULT_EPSILON",
     "contour_perturbation",
     "texture_bound",
@@ -51,6 +53,10 @@ __all__ = [
 DEFAULT_EPSILON = 4 / 255
 #: Supported ways to enforce the bound: ``"tanh"`` (smooth, default) and ``"clip"`` (the paper's literal Clip).
 BOUND_MODES = ("tanh", "clip")
+#: Which perturbations :class:`UMedPerturbator` adds (Table 5 ablations "G_c only" / "G_t only").
+PARTS = ("both", "contour", "texture")
+#: The texture bound of Eq. 5: ``"lbp"`` (``eps * x_t * y_t``) or ``"fixed"`` (``eps * y_t``, Table 5 ablation).
+TEXTURE_BOUNDS = ("lbp", "fixed")
 
 
 def _check_bound(bound: str) -> str:
@@ -263,6 +269,10 @@ class UMedPerturbator(nn.Module):
         texture: G_t; built as ``TexturePerturbator(spatial_dims, in_channels, epsilon, bound=bound)`` when None.
         spatial_dims, in_channels, bound: only used to build the default sub-perturbators (given ones keep their
             own bound, so mixed bounds are possible for ablations).
+        parts: ``"both"`` (the method), ``"contour"`` (delta_t = 0: "G_c only") or ``"texture"`` (delta_c = 0:
+            "G_t only"), the ablations of Table 5.
+        texture_bound: ``"lbp"`` (Eq. 5) or ``"fixed"`` (``x_t`` replaced by 1: the uniform bound ``eps * y_t``,
+            Table 5's "w/o texture prior").
         epsilon: the shared l-inf budget on the [0, 1] scale (8-bit: ``4/255`` = 4 grey levels; 16-bit: 1028
             levels; float images: a fraction of the per-image min-max range). Both sub-perturbators must use it.
 
@@ -278,9 +288,16 @@ class UMedPerturbator(nn.Module):
         in_channels: int = 1,
         epsilon: float = DEFAULT_EPSILON,
         bound: str = "tanh",
+        parts: str = "both",
+        texture_bound: str = "lbp",
     ) -> None:
         super().__init__()
         epsilon = _check_epsilon(epsilon)
+        if parts not in PARTS:
+            raise ValueError(f"parts must be one of {PARTS}, got {parts!r}.")
+        if texture_bound not in TEXTURE_BOUNDS:
+            raise ValueError(f"texture_bound must be one of {TEXTURE_BOUNDS}, got {texture_bound!r}.")
+        self.parts, self.texture_bound = parts, texture_bound
         if contour is None:
             contour = ContourPerturbator(spatial_dims, in_channels, epsilon=epsilon, bound=bound)
         if texture is None:
@@ -328,9 +345,18 @@ class UMedPerturbator(nn.Module):
             ``(protected, delta_c, delta_t)``.
         """
         self._check_shared_epsilon()
+        if self.texture_bound == "fixed":
+            texture_map = torch.ones_like(texture_map)
         delta_c = self.contour.apply_bound(raw_c, contour_band)
         delta_t = self.texture.apply_bound(raw_t, texture_map, roi_interior)
+        if self.parts == "texture":
+            delta_c = torch.zeros_like(delta_c)
+        elif self.parts == "contour":
+            delta_t = torch.zeros_like(delta_t)
         return compose_protected(image, delta_c, delta_t), delta_c, delta_t
+
+    def extra_repr(self) -> str:
+        return f"parts={self.parts!r}, texture_bound={self.texture_bound!r}"
 
     def forward(
         self, image: torch.Tensor, contour_band: torch.Tensor, texture_map: torch.Tensor, roi_interior: torch.Tensor
