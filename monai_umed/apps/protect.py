@@ -236,7 +236,7 @@ def umed_transforms(
 
     The result is one flat ``Compose`` of deterministic transforms, so that ``CacheDataset`` caches all of it,
     priors included: a nested ``Compose`` counts as randomizable and stops the caching before the LBP and the
-    contour band, which were then recomputed in every epoch (0.28 s per batch of 16 at 96x96 on 2 CPU cores).
+    contour band, which were then recomputed in every epoch (``docs/DESIGN.md``, "Measured trade-offs").
     Only ``image``, ``label`` and ``extra_keys`` (e.g. the EM baseline's per-sample index) reach the loader.
     """
     return Compose(

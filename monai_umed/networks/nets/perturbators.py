@@ -15,14 +15,11 @@ Bounds: the paper clips (``Clip``) the generator output. Clipping a freshly init
 train (``docs/DESIGN.md``, "The bound"). The default ``bound="tanh"`` therefore parametrises
 ``delta = bound * tanh(raw)``, which satisfies the same bound exactly (``|tanh| <= 1`` and float rounding is
 monotone, so ``|fl(b * tanh(r))| <= b``) and keeps gradients alive; ``bound="clip"`` is the paper's literal Clip,
-kept for ablation. Measured at initialisation (``tests/networks/test_perturbators.py::test_clip_kills_gradients``):
-with ``"clip"`` only the pixels where the clip is inactive pass gradient, ~1.8 % of the contour-band pixels and
-~1.3 % of the ROI-interior pixels (default generators, 64x64 input; ~6 % / ~1.4 % for the tiny test generators),
-and once the raw output is scaled up (last-layer weights x 1e3) none do and every parameter gradient is exactly
-zero; with ``"tanh"`` every band / ROI pixel passes gradient at initialisation and every generator weight gets a
-non-zero gradient (tanh saturates too if the raw output is driven very large, e.g. x 1e3 weights, so keep the
-generators' outputs O(1)). Both modes guarantee the bounds for *any* raw output, including non-finite values (NaN is
-mapped to 0, +-inf to the largest finite value before bounding).
+kept for ablation (``tests/networks/test_perturbators.py::test_clip_kills_gradients`` measures how few pixels pass
+gradient through a literal clip at initialisation, and that every generator weight gets a gradient with ``"tanh"``;
+tanh saturates too if the raw output is driven very large, so keep the generators' outputs O(1)). Both modes
+guarantee the bounds for *any* raw output, including non-finite values (NaN is mapped to 0, +-inf to the largest
+finite value before bounding).
 """
 
 from __future__ import annotations
