@@ -3,8 +3,11 @@
 
 from monai_umed.apps.cli import check_cli_options, start_job
 from monai_umed.apps.protect import (
+    BASELINE_FIT_DEFAULTS,
     EPSILON_WARN,
     as_bool,
+    build_protector,
+    fit_protector,
     check_image_size,
     check_schedule,
     infer_channels,

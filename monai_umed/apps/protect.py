@@ -32,6 +32,9 @@ __all__ = [
     "as_bool",
     "parse_epsilon",
     "EPSILON_WARN",
+    "BASELINE_FIT_DEFAULTS",
+    "build_protector",
+    "fit_protector",
 ]
 
 logger = logging.getLogger("monai_umed")
@@ -295,3 +298,91 @@ def as_bool(value: Any, name: str = "value") -> bool | None:
     if text in ("none", "null", "auto"):
         return None
     raise UserInputError(f"--{name} {value!r}: cannot read it as true/false.")
+
+
+#: Options of each baseline's optimisation in ``protect.json`` (``--protector_args#NAME``), with their defaults.
+BASELINE_FIT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "em": {"train_steps": 10, "pgd_steps": 20, "step_size": None, "stop_loss": 0.05},
+    "tap": {"snapshots": 1, "pgd_steps": 250, "step_size": None},
+    "sep": {"snapshots": 5, "pgd_steps": 250, "step_size": 1 / 255},
+}
+
+
+def build_protector(
+    name: str,
+    umed: Any,
+    channels: int,
+    epsilon: float,
+    keys: Sequence[str],
+    image_size: int | Sequence[int],
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+):
+    """The protector ``protect.json`` trains for ``--protector NAME``.
+
+    ``umed`` is the UMed protector the config builds (returned for ``"umed"``); the baselines are built from the
+    dataset's channels, epsilon and seed, the sample-wise ones (``em``, ``tap``, ``sep``) also from the training
+    images' ``keys`` and the training size. ``options`` are constructor arguments of the baseline (``lsp``:
+    ``patch_size``, ``class_sep``, ``max_grid``; ``ar``: ``stability``); the optimisation options of
+    :data:`BASELINE_FIT_DEFAULTS` are left to :func:`fit_protector`.
+
+    Raises:
+        UserInputError: unknown name or option (one line naming it).
+    """
+    from monai_umed.protectors import PROTECTORS
+
+    name = str(name).lower()
+    if name not in PROTECTORS:
+        raise UserInputError(f"--protector {name!r}: unknown; choose one of {', '.join(sorted(PROTECTORS))}.")
+    if name == "umed":
+        return umed
+    options = {k: v for k, v in (options or {}).items() if k not in BASELINE_FIT_DEFAULTS.get(name, {})}
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    try:
+        if name in ("em", "tap", "sep"):
+            return PROTECTORS[name](list(keys), channels, size, epsilon=epsilon, **options)
+        return PROTECTORS[name](channels, epsilon=epsilon, seed=seed, **options)
+    except TypeError as e:
+        raise UserInputError(f"--protector_args for {name!r}: {e}.") from None
+
+
+def fit_protector(
+    protector: Any,
+    loader: Any,
+    surrogate: torch.nn.Module,
+    loss_function: Any,
+    steps: int,
+    lr: float = 1e-3,
+    device: str | torch.device = "cpu",
+    options: dict[str, Any] | None = None,
+    index_key: str = "sample_index",
+) -> dict:
+    """Optimise a baseline protector for ``protect.json`` with the job's loader, surrogate U-Net and loss.
+
+    ``steps`` is the training length, as for UMed: EM runs ``steps // train_steps`` rounds (its surrogate steps
+    total ``steps``); TAP and SEP train the clean model(s) for ``steps`` steps, then run their targeted PGD; LSP
+    and AR do not train. ``options`` override :data:`BASELINE_FIT_DEFAULTS`.
+
+    Returns:
+        what the optimisation reports (``{}`` for LSP and AR).
+    """
+    from monai_umed.protectors import optimize_error_minimizing, optimize_targeted, train_snapshots
+
+    name = protector.name
+    if name not in BASELINE_FIT_DEFAULTS:
+        logger.info("%s protector: nothing to train", name)
+        return {}
+    opts = dict(BASELINE_FIT_DEFAULTS[name])
+    opts.update({k: v for k, v in (options or {}).items() if k in opts})
+    optimizer = torch.optim.Adam(surrogate.parameters(), lr)
+    if name == "em":
+        rounds = max(1, int(steps) // int(opts["train_steps"]))
+        history = optimize_error_minimizing(
+            protector, surrogate, loader, optimizer, loss_function, device=device, max_rounds=rounds,
+            train_steps=int(opts["train_steps"]), pgd_steps=int(opts["pgd_steps"]), step_size=opts["step_size"],
+            stop_loss=float(opts["stop_loss"]), index_key=index_key,
+        )
+        return {"rounds": history}
+    models = train_snapshots(surrogate, loader, optimizer, loss_function, int(steps), int(opts["snapshots"]), device)
+    return optimize_targeted(protector, models, loader, loss_function, steps=int(opts["pgd_steps"]),
+                             step_size=opts["step_size"], device=device, index_key=index_key)

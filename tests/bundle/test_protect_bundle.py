@@ -340,3 +340,37 @@ def test_ar_baseline_bundle(tmp_path):
     _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
             "--output_dir", str(tmp_path / "applied"))
     assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")
+
+
+@pytest.mark.parametrize("name, options", [("lsp", "{'patch_size': 8}"), ("tap", "{'pgd_steps': 2, 'step_size': 0.0157}")])
+def test_protect_json_runs_every_protector(tmp_path, name, options):
+    """One config for every protector: --protector NAME trains (or not) that protector with the job's loader and
+    surrogate, and the same writer, manifest and self-verification follow."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=12, size=(40, 40), seed=5)
+    before = _hashes(data)
+    out = tmp_path / name
+    i = TINY.index("--verify")
+    args = [*TINY[:i], *TINY[i + 2:], "--verify_steps", "4", "--verify_min_images", "3"]
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *args,
+                   "--protector", name, "--protector_args", options, "--steps", "4")
+    log = proc.stdout + proc.stderr
+    assert "UMed training stopped" not in log, "the UMed trainer does not run"
+    assert not list(out.glob("checkpoints/*.pt"))
+    assert _hashes(data) == before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["protector"] == name and manifest["settings"]["protector"] == name
+    assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6 and "surrogate_loss_mean" not in manifest["summary"]
+    assert manifest["verification"]["n_test"] >= 2, "the self-verification runs for every protector"
+    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+            "--output_dir", str(tmp_path / "applied"))
+    assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")
+
+
+def test_protect_json_refuses_unknown_protector_and_options(tmp_path):
+    data = make_synthetic_dataset(tmp_path / "input", num_images=4, size=(32, 32), seed=5)
+    for extra, message in ((["--protector", "nope"], "--protector 'nope': unknown; choose one of ar, em, lsp, sep, tap, umed"),
+                           (["--protector", "ar", "--protector_args", "{'patch_size': 8}"], "--protector_args for 'ar'")):
+        proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "o"),
+                       *TINY, *extra, check=False)
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+        assert not (tmp_path / "o" / "checkpoints").exists() and not (tmp_path / "o" / "protected").exists()
