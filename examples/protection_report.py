@@ -394,6 +394,9 @@ def write_report(
             "umed": "# UMed protection report",
             "lsp": "# Protection report: LSP baseline (Yu et al. 2022)",
             "em": "# Protection report: EM baseline (Huang et al. 2021)",
+            "tap": "# Protection report: TAP baseline (Fowl et al. 2021)",
+            "sep": "# Protection report: SEP baseline (Chen et al. 2023)",
+            "ar": "# Protection report: AR baseline (Sandoval-Segura et al. 2022)",
         }[args.protector],
         "",
         f"Dataset: `{os.path.abspath(args.dataset_dir)}`"
@@ -424,7 +427,8 @@ def write_report(
         lines.append(f"Self-verification of protect (manifest): {verification.get('message')}")
     if settings:
         keys = ("protector", "epsilon", "image_size", "steps", "phase_steps", "surrogate_epochs", "generator_epochs", "batch_size",
-                "lr_generator", "lr_surrogate", "band_width", "patch_size", "max_rounds", "pgd_steps", "seed")
+                "lr_generator", "lr_surrogate", "band_width", "patch_size", "stability", "max_rounds", "clean_steps", "snapshots",
+                "pgd_steps", "seed")
         lines.append("Protector settings: " + ", ".join(f"{k}={settings[k]}" for k in keys if k in settings) + ".")
     lines += [
         "",
@@ -499,8 +503,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--protector",
         default="umed",
-        choices=["umed", "lsp", "em"],
-        help="umed (protect.json), or a baseline: lsp (protect_lsp.json, no training), em (protect_em.json)",
+        choices=["umed", "lsp", "em", "tap", "sep", "ar"],
+        help="umed (protect.json), or a baseline: lsp / ar (protect_lsp.json / protect_ar.json, no training), em, "
+        "tap, sep (protect_em.json, protect_tap.json, protect_sep.json)",
     )
     p.add_argument(
         "--protect_args", default="", help='extra overrides for the protect run, e.g. "--surrogate_epochs 6"'
@@ -566,12 +571,12 @@ def main(argv: list[str] | None = None) -> int:
     protect_cmd = None
     if not args.protected_dir:
         common = {"dataset_dir": dataset, "datalist": split_file, "output_dir": protect_dir, "seed": args.seed}
-        if args.protector == "lsp":
-            protect_cmd = bundle_command("protect", "protect_lsp.json", common, shlex.split(args.protect_args))
-        elif args.protector == "em":
-            em = {"image_size": args.image_size, "batch_size": args.batch_size, "lr": args.lr, "device": device}
+        if args.protector in ("lsp", "ar"):
+            protect_cmd = bundle_command("protect", f"protect_{args.protector}.json", common, shlex.split(args.protect_args))
+        elif args.protector in ("em", "tap", "sep"):
+            trained = {"image_size": args.image_size, "batch_size": args.batch_size, "lr": args.lr, "device": device}
             extra = shlex.split(args.protect_args)
-            protect_cmd = bundle_command("protect", "protect_em.json", dict(common, **em), extra)
+            protect_cmd = bundle_command("protect", f"protect_{args.protector}.json", dict(common, **trained), extra)
         else:
             umed = {
                 "image_size": args.image_size,

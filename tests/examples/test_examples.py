@@ -140,6 +140,7 @@ def test_figure_panels_show_the_images_uncovered(tmp_path):
         ("lsp", "--patch_size 8", "# Protection report: LSP baseline", "patch_size=8"),
         ("em", "--max_rounds 1 --train_steps 1 --pgd_steps 2 --step_size 0.0157", "# Protection report: EM baseline",
          "max_rounds=1"),
+        ("ar", "--stability 0.9", "# Protection report: AR baseline", "stability=0.9"),
     ],
 )
 def test_protection_report_with_a_baseline(tmp_path, protector, args, title, setting):
