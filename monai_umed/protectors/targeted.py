@@ -132,7 +132,8 @@ def optimize_targeted(
 
     before = after = 0.0
     count = 0
-    for b in loader:
+    total = len(loader) if hasattr(loader, "__len__") else None
+    for batch_no, b in enumerate(loader, 1):
         x, y = b["image"].to(device), b["label"].to(device)
         idx = b[index_key].long()
         target = swapped_labels(y)
@@ -143,6 +144,8 @@ def optimize_targeted(
         before += float(mean_loss(ensemble(x), target)) * n
         after += float(mean_loss(ensemble(x_p), target)) * n
         count += n
+        if batch_no % 10 == 0 or batch_no == total:
+            logger.info("%s: %d/%s batches poisoned", protector.name, batch_no, total if total is not None else "?")
     result = {"target_loss_clean": before / max(count, 1), "target_loss_poisoned": after / max(count, 1)}
     logger.info(
         "%s: loss towards the swapped labels %.4f on clean images -> %.4f on poisoned images (%d models, %d images)",
