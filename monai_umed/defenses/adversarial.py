@@ -31,6 +31,7 @@ def pgd_linf(
     generator: torch.Generator | None = None,
     minimize: bool = False,
     start: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected gradient ascent on ``loss_fn(model(x), labels)`` in the l-inf ball (Madry et al., ICLR 2018).
 
@@ -62,6 +63,8 @@ def pgd_linf(
             result is deterministic after ``torch.manual_seed``.
         minimize: descend on the loss instead of ascending.
         start: the first iterate (e.g. the previous round's perturbed images); it replaces the random start.
+        mask: optional {0, 1} map broadcastable to ``images``: the ball is ``|x - images| <= epsilon * mask``, so
+            pixels where it is 0 never change (e.g. EM restricted to the contour band or the ROI).
 
     Returns:
         detached adversarial images, a plain ``torch.Tensor`` with the shape, dtype and device of ``images``,
@@ -74,14 +77,15 @@ def pgd_linf(
     step_size = epsilon / 4 if step_size is None else float(step_size)
     x = convert_to_tensor(images, track_meta=False).detach()
     y = convert_to_tensor(labels, track_meta=False).detach()
-    lower, upper = x - epsilon, x + epsilon
+    radius = epsilon if mask is None else epsilon * convert_to_tensor(mask, track_meta=False).to(x)
+    lower, upper = x - radius, x + radius
     if start is not None:
         if start.shape != x.shape:
             raise ValueError(f"start has shape {tuple(start.shape)}, images {tuple(x.shape)}.")
         x_adv = torch.minimum(torch.maximum(start.detach().to(x), lower), upper).clamp(0.0, 1.0)
     elif random_start and epsilon > 0:
         x_adv = x + torch.empty_like(x).uniform_(-epsilon, epsilon, generator=generator)
-        x_adv = x_adv.clamp(0.0, 1.0)
+        x_adv = torch.minimum(torch.maximum(x_adv, lower), upper).clamp(0.0, 1.0)
     else:
         x_adv = x.clone()
     with torch.enable_grad():

@@ -91,7 +91,7 @@ def optimize_error_minimizing(
             idx = b[index_key].long()
             x_p = pgd_linf(
                 surrogate, x, y, loss_function, protector.epsilon, steps=pgd_steps, step_size=step,
-                minimize=True, start=x + deltas[idx].to(device),
+                minimize=True, start=x + deltas[idx].to(device), mask=protector.region_mask(y),
             )
             deltas[idx] = (x_p - x).to(deltas.device)
         total, count = 0.0, 0

@@ -138,7 +138,7 @@ def optimize_targeted(
         idx = b[index_key].long()
         target = swapped_labels(y)
         x_p = pgd_linf(ensemble, x, target, mean_loss, protector.epsilon, steps=steps, step_size=step,
-                       random_start=False, minimize=True)
+                       random_start=False, minimize=True, mask=protector.region_mask(y))
         protector.deltas[idx] = (x_p - x).to(protector.deltas.device)
         n = len(idx)
         before += float(mean_loss(ensemble(x), target)) * n

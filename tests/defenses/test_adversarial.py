@@ -116,3 +116,16 @@ def test_minimize_from_a_start_decreases_loss(trained):
         assert loss_fn(model(again), y).item() <= loss_fn(model(down), y).item() + 1e-6
     with pytest.raises(ValueError, match="start has shape"):
         pgd_linf(model, x, y, loss_fn, start=x[:1])
+
+
+def test_pgd_mask_keeps_pixels_outside_fixed():
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(1, 2, 3, padding=1)
+    x = torch.rand(2, 1, 8, 8)
+    y = torch.randint(0, 2, (2, 1, 8, 8)).float()
+    mask = torch.zeros(2, 1, 8, 8)
+    mask[..., 2:5, 3:7] = 1
+    loss = lambda out, lab: torch.nn.functional.cross_entropy(out, lab[:, 0].long())  # noqa: E731
+    adv = pgd_linf(net, x, y, loss, epsilon=0.1, steps=3, mask=mask)
+    assert torch.equal(adv[mask == 0], x[mask == 0]), "the random start and the steps stay inside the mask"
+    assert (adv - x).abs().max() <= 0.1 + 1e-6 and (adv - x)[mask == 1].abs().max() > 0

@@ -86,3 +86,29 @@ def test_writer_writes_em_for_known_images_only(em_run, tmp_path: Path):
 def test_keys_must_be_unique():
     with pytest.raises(ValueError, match="unique"):
         EMProtector(["a", "a"], 1, (8, 8))
+
+
+@pytest.mark.parametrize("region", ["band", "roi"])
+def test_em_restricted_to_a_region(em_run, region):
+    """Table 5's "EM restricted to the contour band / the ROI": nothing changes outside the region, in training
+    and on the native grid."""
+    _, items, loader, _, _, loss, _ = em_run
+    protector = EMProtector([d["name"] for d in items], 1, (32, 32), epsilon=EPS, region=region, band_width=1)
+    surrogate = UNet(2, 1, 2, channels=(4, 8, 16), strides=(2, 2), num_res_units=1)
+    optimize_error_minimizing(protector, surrogate, loader, torch.optim.Adam(surrogate.parameters(), 1e-3), loss,
+                              max_rounds=1, train_steps=2, pgd_steps=4, step_size=EPS / 2, stop_loss=0.0)
+    for b in loader:
+        mask = protector.region_mask(b["label"])
+        expected = b["contour_band"] if region == "band" else (b["label"] > 0).float()
+        assert torch.equal(mask, expected)
+        d = protector.deltas[b["em_index"].long()]
+        assert not d[mask.expand_as(d) == 0].any() and d.abs().max() > 0
+    image = torch.rand(1, 64, 64)
+    label = torch.zeros(1, 64, 64)
+    label[:, 20:44, 16:40] = 1
+    delta, allowed = protector.native_delta(image, label, items[0]["name"])
+    assert not delta[:, ~allowed].any() and allowed.any()
+    if region == "roi":
+        assert torch.equal(allowed, label[0] > 0)
+    else:
+        assert not allowed[label[0] > 0].all() and allowed[19, 30], "a band on both sides of the contour"
