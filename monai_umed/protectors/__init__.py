@@ -15,6 +15,7 @@ from monai_umed.protectors.base import (
     register_protector,
 )
 from monai_umed.protectors.ar import ARProtector, ar_process
+from monai_umed.protectors.classwise import ClassWiseProtector
 from monai_umed.protectors.em import EMProtector, optimize_error_minimizing
 from monai_umed.protectors.lsp import LSPProtector
 from monai_umed.protectors.samplewise import SampleWiseProtector
@@ -29,6 +30,7 @@ __all__ = [
     "load_protector",
     "register_protector",
     "ARProtector",
+    "ClassWiseProtector",
     "ar_process",
     "EMProtector",
     "LSPProtector",

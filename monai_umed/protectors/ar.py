@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from scipy.signal import lfilter
 
-from monai_umed.protectors.base import Protector, register_protector
+from monai_umed.protectors.base import register_protector
+from monai_umed.protectors.classwise import ClassWiseProtector
 
 __all__ = ["ARProtector", "ar_process"]
 
@@ -54,7 +55,7 @@ def ar_process(coefficients: np.ndarray, shape: tuple[int, int], rng: np.random.
 
 
 @register_protector
-class ARProtector(Protector):
+class ARProtector(ClassWiseProtector):
     """AR class-wise noise: by default two classes, outside and inside the ROI.
 
     **Filters.** Class ``k`` and channel ``ch`` own a 3x3 causal filter drawn from a generator seeded by ``seed``:
@@ -119,19 +120,3 @@ class ARProtector(Protector):
                     raise ValueError(f"{key}: degenerate AR noise (largest value {peak}).")
                 out[k, ch] = noise * (self.epsilon / peak)
         return torch.as_tensor(out, dtype=torch.float32).clamp(-self.epsilon, self.epsilon)
-
-    @torch.no_grad()
-    def native_delta(self, image: torch.Tensor, label: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each pixel takes its class's noise (two classes: any non-zero label is the ROI); every pixel may change;
-        ``image + delta`` stays in [0, 1]."""
-        if image.ndim != 3 or image.shape[0] != self.in_channels:
-            raise ValueError(f"image must be [{self.in_channels}, H, W], got {tuple(image.shape)}.")
-        classes = (label[0] > 0).long().cpu() if self.num_classes == 2 else label[0].round().long().cpu()
-        if classes.shape != image.shape[1:]:
-            raise ValueError(f"label {tuple(label.shape)} does not match image {tuple(image.shape)}.")
-        if int(classes.min()) < 0 or int(classes.max()) >= self.num_classes:
-            raise ValueError(f"label values must be in 0..{self.num_classes - 1}, got {classes.unique().tolist()}.")
-        patterns = self.class_patterns(tuple(classes.shape), key)
-        delta = torch.gather(patterns, 0, classes.expand(1, self.in_channels, *classes.shape)).squeeze(0)
-        delta = delta.to(image.device, image.dtype)
-        return (image + delta).clamp(0, 1) - image, torch.ones(classes.shape, dtype=torch.bool)

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from monai_umed.protectors.base import Protector, register_protector
+from monai_umed.protectors.base import register_protector
+from monai_umed.protectors.classwise import ClassWiseProtector
 
 __all__ = ["LSPProtector"]
 
@@ -31,7 +32,7 @@ def _key_seed(seed: int, key: str) -> int:
 
 
 @register_protector
-class LSPProtector(Protector):
+class LSPProtector(ClassWiseProtector):
     """LSP class-wise patch perturbation: by default two classes, outside and inside the ROI.
 
     **Clusters.** Class ``k`` has a centroid with one entry per channel and patch cell, each ``+-class_sep``
@@ -118,32 +119,3 @@ class LSPProtector(Protector):
         radius = self.epsilon * math.sqrt(self.in_channels * h * w)
         norms = patterns.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
         return (patterns * (radius / norms)).clamp(-self.epsilon, self.epsilon)
-
-    @torch.no_grad()
-    def native_delta(self, image: torch.Tensor, label: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Perturbation of one image on its own grid: each pixel takes its class's pattern.
-
-        Args:
-            image: ``[C, H, W]`` on the [0, 1] scale (used for its shape).
-            label: ``[1, H, W]``; with ``num_classes=2`` every non-zero value is the ROI, otherwise the values
-                ``0 .. num_classes - 1`` are the classes.
-            key: the image's name, which seeds its draw.
-
-        Returns:
-            ``(delta, allowed)``: ``delta`` ``[C, H, W]`` with ``|delta| <= epsilon`` and ``image + delta`` in
-            [0, 1], and the pixels it may
-            change (all of them: class-wise protectors perturb the whole image).
-        """
-        if image.ndim != 3 or image.shape[0] != self.in_channels:
-            raise ValueError(f"image must be [{self.in_channels}, H, W], got {tuple(image.shape)}.")
-        # two classes: outside / inside the ROI (any non-zero label), as UMed adapts class-wise protectors
-        classes = (label[0] > 0).long().cpu() if self.num_classes == 2 else label[0].round().long().cpu()
-        if classes.shape != image.shape[1:]:
-            raise ValueError(f"label {tuple(label.shape)} does not match image {tuple(image.shape)}.")
-        if int(classes.min()) < 0 or int(classes.max()) >= self.num_classes:
-            raise ValueError(f"label values must be in 0..{self.num_classes - 1}, got {classes.unique().tolist()}.")
-        patterns = self.class_patterns(tuple(classes.shape), key)
-        delta = torch.gather(patterns, 0, classes.expand(1, self.in_channels, *classes.shape)).squeeze(0)
-        delta = delta.to(image.device, image.dtype)
-        # the protected image stays in [0, 1] (as Eq. 6 clips UMed's)
-        return (image + delta).clamp(0, 1) - image, torch.ones(classes.shape, dtype=torch.bool)
