@@ -65,9 +65,10 @@ class ARProtector(ClassWiseProtector):
     Filters are checked to be finite and distinct across classes.
 
     **Noise.** Each image's noise of class ``k`` is a fresh sample of the process (generator seeded by ``seed`` and
-    the image's key, so a re-run writes the same files), scaled so that its largest absolute value is ``epsilon``
-    (the original scales to an l2 norm; here every protector is compared at the same l-inf bound). A sample whose
-    largest value is not a positive finite number is refused (degenerate noise).
+    the image's key, so a re-run writes the same files), scaled to the l2 norm of a perturbation of l-inf
+    ``epsilon`` (``epsilon * sqrt(H * W)`` per channel, as the original scales to an l2 norm, and as LSP does here)
+    and clipped to ``[-epsilon, epsilon]``, the bound every protector here keeps. A sample whose norm is not a
+    positive finite number is refused (degenerate noise).
 
     Args:
         in_channels: channels of the images the perturbation is added to.
@@ -107,7 +108,7 @@ class ARProtector(ClassWiseProtector):
         return f"in_channels={self.in_channels}, epsilon={self.epsilon:.6g}, num_classes={self.num_classes}"
 
     def class_patterns(self, shape: tuple[int, int], key: str) -> torch.Tensor:
-        """The image's noise of every class, ``[num_classes, C, H, W]``, each scaled to a largest value of epsilon."""
+        """The image's noise of every class, ``[num_classes, C, H, W]``, l2-scaled and clipped to epsilon."""
         digest = hashlib.sha256(f"{self.seed}|{key}".encode()).digest()
         rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
         filters = self.filters.cpu().numpy()
@@ -115,8 +116,9 @@ class ARProtector(ClassWiseProtector):
         for k in range(self.num_classes):
             for ch in range(self.in_channels):
                 noise = ar_process(filters[k, ch], shape, rng)
-                peak = float(np.abs(noise).max())
-                if not (np.isfinite(peak) and peak > 0):
-                    raise ValueError(f"{key}: degenerate AR noise (largest value {peak}).")
-                out[k, ch] = noise * (self.epsilon / peak)
+                norm = float(np.sqrt((noise**2).sum()))
+                if not (np.isfinite(norm) and norm > 0):
+                    raise ValueError(f"{key}: degenerate AR noise (l2 norm {norm}).")
+                # the original's l2 ball of a perturbation of l-inf epsilon, then the l-inf bound of this package
+                out[k, ch] = noise * (self.epsilon * np.sqrt(noise.size) / norm)
         return torch.as_tensor(out, dtype=torch.float32).clamp(-self.epsilon, self.epsilon)
