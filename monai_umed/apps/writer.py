@@ -457,6 +457,8 @@ class ProtectedDatasetWriter:
         self.manifest_dir.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temporaries()
         self.protector.eval()
+        if self.surrogate is not None:
+            self.surrogate.eval()  # before the worker threads use it
         fingerprint = self.fingerprint()
         previous = self._previous_entries(fingerprint)
         entries: list[dict] = []
