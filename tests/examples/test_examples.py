@@ -165,3 +165,50 @@ def test_protection_report_with_a_baseline(tmp_path, protector, args, title, set
     assert saved.name == protector
     proc = subprocess.run([*cmd, "--reuse"], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0 and proc.stdout.count("... reused") == 4, proc.stdout[-2000:]  # split, protect, 2 runs
+
+
+def test_compare_protectors_variants_and_errors():
+    cmp = _load_example("compare_protectors")
+    assert cmp.expand_variants("table1") == ["umed", "lsp", "em", "tap", "sep", "ar"]
+    assert cmp.expand_variants("umed, table5,lsp") == [
+        "umed", "umed_contour", "umed_texture", "umed_vanilla", "umed_fixed_bound", "em_band", "em_roi", "lsp"
+    ]
+    with pytest.raises(ValueError, match="unknown variant 'umed_nothing'"):
+        cmp.expand_variants("umed_nothing")
+    assert cmp.parse_extra(["sep=--pgd_steps 50", "sep=--snapshots 3"]) == {"sep": ["--pgd_steps", "50", "--snapshots", "3"]}
+    with pytest.raises(ValueError, match="VARIANT=ARGS"):
+        cmp.parse_extra(["nothing=--x 1"])
+
+
+@pytest.mark.slow
+def test_compare_protectors_end_to_end(tmp_path):
+    """Two Table-5 rows: each variant's setting reaches its protector, the table has a row per variant, reuse."""
+    ds = make_synthetic_dataset(tmp_path / "ds", num_images=10, size=(32, 32))
+    out = tmp_path / "cmp"
+    cmd = [
+        sys.executable, str(EXAMPLES / "compare_protectors.py"), "--dataset_dir", str(ds), "--output_dir", str(out),
+        "--variants", "umed_texture,em_band", "--image_size", "32", "--max_epochs", "1", "--quiet",
+        "--extra", "umed_texture=--steps 4 --phase_steps 2 --batch_size 4",
+        "--extra", "em_band=--max_rounds 1 --train_steps 1 --pgd_steps 2 --step_size 0.0157",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out / "table.csv", newline="") as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert list(rows) == ["clean", "umed_texture", "em_band"]
+    for name in ("umed_texture", "em_band"):
+        r = rows[name]
+        assert 0.0 <= float(r["dsc"]) <= 1.0 and 0.0 <= float(r["jaccard"]) <= 1.0
+        assert float(r["linf_max"]) <= 4 / 255 + 1e-6 and float(r["psnr"]) > 30 and float(r["protect_seconds"]) > 0
+    umed = json.loads((out / "umed_texture" / "protect" / "manifest.json").read_text())["settings"]
+    assert umed["perturbator"]["parts"] == "texture"
+    em = json.loads((out / "em_band" / "protect" / "manifest.json").read_text())["settings"]
+    assert em["protector"] == "em" and em["region"] == "band"
+    saved, _ = load_protector(out / "em_band" / "protect" / "protector.pt")
+    assert saved.region == "band"
+    table = (out / "table.md").read_text()
+    assert "| umed_texture: UMed, G_t only |" in table and "| em_band: EM restricted to the contour band |" in table
+    assert "'--perturbator_args#parts' texture" in table  # the exact commands are in the table
+    proc = subprocess.run(cmd + ["--reuse"], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and proc.stdout.count("... reused") == 6, proc.stdout[-2000:]

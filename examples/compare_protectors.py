@@ -1,0 +1,273 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""One command for the paper's protector comparison (Table 1) and UMed ablations (Table 5) on one dataset.
+
+For one dataset and one seed-fixed split, every *variant* (a protector, or a documented setting of one) is run as
+its bundle command in a subprocess, then the same exploiter is trained on its protected files and scored on the
+CLEAN test images; one exploiter trained on the clean training images gives the reference:
+
+1. ``split`` (``<output_dir>/split.json``), once;
+2. ``train_exploiter`` on the clean training images (``<output_dir>/clean/``), once;
+3. per variant: ``protect`` (``<output_dir>/<variant>/protect/``) and ``train_exploiter`` on its protected files
+   (``<output_dir>/<variant>/exploit/``).
+
+Then ``table.md`` (one row per variant: DSC / Jaccard at the final epoch, best DSC over the epochs with its epoch,
+PSNR / SSIM of the written files, protect wall time, the commands) and ``table.csv``. ``--reuse`` skips every step
+whose outputs exist and whose command is unchanged, so an interrupted comparison resumes.
+
+Variants (``--variants``, a comma list; ``table1`` and ``table5`` expand to the paper's rows):
+
+- ``umed``, ``lsp``, ``em``, ``tap``, ``sep``, ``ar``: the six protectors, each with its bundle config
+  (``protect.json`` for UMed, ``protect_<name>.json`` for the baselines);
+- ``umed_contour`` (G_c only), ``umed_texture`` (G_t only), ``umed_vanilla`` (plain convolutions instead of the
+  CDC encoder, theta = 0), ``umed_fixed_bound`` (a fixed epsilon bound in the ROI instead of the LBP map),
+  ``em_band`` (EM restricted to the contour band), ``em_roi`` (EM restricted to the ROI): Table 5's ablations.
+
+Example (the README's tables)::
+
+    python examples/compare_protectors.py --dataset_dir ../shared/data/busi_224 --output_dir outputs/compare \\
+        --variants table1,table5 --extra "sep=--pgd_steps 50"
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import shlex
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parent
+sys.path.insert(0, str(EXAMPLES))
+
+from protection_report import (  # noqa: E402  (shared helpers of the example scripts)
+    Steps,
+    bundle_command,
+    comma_list,
+    display_command,
+    fmt,
+    log,
+    move_aside,
+    protect_complete,
+    read_json,
+    run_step,
+)
+
+from monai_umed.utils import atomic_write_text  # noqa: E402
+
+#: variant -> (protect config, protector name, extra protect arguments, description)
+VARIANTS: dict[str, tuple[str, str, list[str], str]] = {
+    "umed": ("protect.json", "umed", [], "UMed (G_c + G_t, CDC encoder, LBP bound)"),
+    "lsp": ("protect_lsp.json", "lsp", [], "LSP (Yu et al. 2022)"),
+    "em": ("protect_em.json", "em", [], "EM (Huang et al. 2021)"),
+    "tap": ("protect_tap.json", "tap", [], "TAP (Fowl et al. 2021)"),
+    "sep": ("protect_sep.json", "sep", [], "SEP (Chen et al. 2023)"),
+    "ar": ("protect_ar.json", "ar", [], "AR (Sandoval-Segura et al. 2022)"),
+    "umed_contour": ("protect.json", "umed", ["--perturbator_args#parts", "contour"], "UMed, G_c only"),
+    "umed_texture": ("protect.json", "umed", ["--perturbator_args#parts", "texture"], "UMed, G_t only"),
+    "umed_vanilla": ("protect.json", "umed", ["--perturbator_args#theta", "0.0"], "UMed, vanilla encoder for F_c"),
+    "umed_fixed_bound": (
+        "protect.json", "umed", ["--perturbator_args#texture_bound", "fixed"], "UMed, fixed bound instead of LBP"
+    ),
+    "em_band": ("protect_em.json", "em", ["--region", "band"], "EM restricted to the contour band"),
+    "em_roi": ("protect_em.json", "em", ["--region", "roi"], "EM restricted to the ROI"),
+}
+#: the rows of the paper's tables
+GROUPS = {
+    "table1": ["umed", "lsp", "em", "tap", "sep", "ar"],
+    "table5": ["umed", "umed_contour", "umed_texture", "umed_vanilla", "umed_fixed_bound", "em_band", "em_roi"],
+}
+#: protectors trained at ``--image_size`` (LSP and AR work on the native grid)
+TRAINED = ("umed", "em", "tap", "sep")
+CSV_COLUMNS = ("variant", "description", "dsc", "jaccard", "dsc_best", "dsc_best_epoch", "psnr", "ssim", "linf_max",
+               "protect_seconds", "exploit_seconds")
+
+
+def expand_variants(text: str) -> list[str]:
+    """``"table1,umed_vanilla"`` -> the variant names, groups expanded, order kept, duplicates dropped.
+
+    Raises:
+        ValueError: an unknown variant or group (the message lists the valid names).
+    """
+    out: list[str] = []
+    for name in comma_list(text):
+        names = GROUPS.get(name, [name])
+        for n in names:
+            if n not in VARIANTS:
+                raise ValueError(f"unknown variant {n!r}; valid: {', '.join([*GROUPS, *VARIANTS])}")
+            if n not in out:
+                out.append(n)
+    return out
+
+
+def parse_extra(items: list[str]) -> dict[str, list[str]]:
+    """``["sep=--pgd_steps 50"]`` -> ``{"sep": ["--pgd_steps", "50"]}`` (a repeated variant's arguments add up)."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, args = item.partition("=")
+        if not sep or name.strip() not in VARIANTS:
+            raise ValueError(f"--extra expects VARIANT=ARGS with a known variant, got {item!r}")
+        out.setdefault(name.strip(), []).extend(shlex.split(args))
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--dataset_dir", required=True, help="dataset folder")
+    p.add_argument("--output_dir", required=True, help="comparison folder (must not be inside the dataset)")
+    p.add_argument("--variants", default="table1", help="comma list of variants and groups (table1, table5)")
+    p.add_argument("--extra", action="append", default=[], help='VARIANT=ARGS, e.g. "sep=--pgd_steps 50"')
+    p.add_argument("--protect_args", default="", help="arguments added to every protect command")
+    p.add_argument("--image_size", type=int, default=96, help="training size of the trained protectors and exploiters")
+    p.add_argument("--exploiter", default="unet")
+    p.add_argument("--max_epochs", type=int, default=30, help="exploiter epochs")
+    p.add_argument("--batch_size", type=int, default=16, help="exploiter batch size")
+    p.add_argument("--exploiter_lr", type=float, default=1e-3)
+    p.add_argument("--test_fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, ...")
+    p.add_argument("--verify", default="false", help="protect's self-verification for UMed variants (slower)")
+    p.add_argument("--reuse", action="store_true", help="skip steps whose outputs exist (resume)")
+    p.add_argument("--quiet", action="store_true", help="do not echo the steps' output (it is still logged)")
+    args = p.parse_args(argv)
+    try:
+        args.variant_list = expand_variants(args.variants)
+        args.extra_args = parse_extra(args.extra)
+    except ValueError as exc:
+        p.error(str(exc))
+    if not Path(args.dataset_dir).is_dir():
+        p.error(f"--dataset_dir not found: {args.dataset_dir}")
+    return args
+
+
+def protect_command(args: argparse.Namespace, variant: str, dataset: Path, split: Path, out: Path) -> list[str]:
+    """The bundle ``protect`` command of one variant."""
+    config, name, extra, _ = VARIANTS[variant]
+    overrides: dict = {"dataset_dir": dataset, "datalist": split, "output_dir": out, "seed": args.seed}
+    if name in TRAINED:
+        overrides.update(image_size=args.image_size, device=None if args.device == "auto" else args.device)
+    if config == "protect.json":
+        overrides["verify"] = args.verify
+    tail = [*extra, *shlex.split(args.protect_args), *args.extra_args.get(variant, [])]
+    return bundle_command("protect", config, overrides, tail)
+
+
+def exploit_command(args: argparse.Namespace, dataset: Path, split: Path, train_dir: Path | None, out: Path) -> list[str]:
+    """The bundle ``train_exploiter`` command, trained on ``train_dir`` (clean when ``None``), clean test set."""
+    return bundle_command(
+        "train_exploiter",
+        "train_exploiter.json",
+        {
+            "dataset_dir": dataset, "datalist": split, "train_dir": train_dir, "output_dir": out,
+            "exploiter": args.exploiter, "image_size": args.image_size, "max_epochs": args.max_epochs,
+            "batch_size": args.batch_size, "lr": args.exploiter_lr, "seed": args.seed,
+            "device": None if args.device == "auto" else args.device, "progress": False,
+        },
+    )
+
+
+def write_tables(out: Path, args: argparse.Namespace, rows: list[dict], clean: dict, commands: list[str]) -> None:
+    """``table.md`` and ``table.csv`` (atomic writes)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in [{"variant": "clean", "description": "no protection", **clean}, *rows]:
+        w.writerow(["" if r.get(c) is None else r[c] for c in CSV_COLUMNS])
+    atomic_write_text(out / "table.csv", buf.getvalue())
+
+    split = read_json(out / "split.json") or {}
+    lines = [
+        "# Protector comparison",
+        "",
+        f"Dataset `{Path(args.dataset_dir).resolve()}`: {split.get('numTraining')} training / {split.get('numTest')}"
+        f" test cases (seed {args.seed}). Exploiter `{args.exploiter}` trained {args.max_epochs} epochs at "
+        f"{args.image_size}x{args.image_size}, batch {args.batch_size}, Adam lr {args.exploiter_lr:g}, on each "
+        "variant's protected files; DSC / Jaccard on the CLEAN test images at the final epoch, best DSC over the "
+        "epochs with its epoch (what an exploiter that stops early could reach). PSNR / SSIM of the written files "
+        "(protect's manifest).",
+        "",
+        "| variant | DSC / Jaccard | best DSC (epoch) | PSNR / SSIM | protect time |",
+        "| --- | --- | --- | --- | --- |",
+        f"| clean (no protection) | {fmt(clean.get('dsc'), 3)} / {fmt(clean.get('jaccard'), 3)} | "
+        f"{fmt(clean.get('dsc_best'), 3)} ({clean.get('dsc_best_epoch')}) | - | - |",
+    ]
+    for r in rows:
+        psnr = "n/a" if r.get("psnr") is None else f"{r['psnr']:.2f} dB"
+        t = r.get("protect_seconds")
+        lines.append(
+            f"| {r['variant']}: {r['description']} | {fmt(r.get('dsc'), 3)} / {fmt(r.get('jaccard'), 3)} | "
+            f"{fmt(r.get('dsc_best'), 3)} ({r.get('dsc_best_epoch')}) | {psnr} / {fmt(r.get('ssim'), 4)} | "
+            f"{'n/a' if t is None else f'{t:.0f} s'} |"
+        )
+    lines += ["", "## Commands", ""] + [f"- `{c}`" for c in commands]
+    lines += ["", f"Comparison command: `{shlex.join(['python', *sys.argv])}`", ""]
+    atomic_write_text(out / "table.md", "\n".join(lines))
+
+
+def metrics_of(run_dir: Path) -> dict:
+    m = read_json(run_dir / "metrics.json") or {}
+    return {k: m.get(k) for k in ("dsc", "jaccard", "dsc_best", "dsc_best_epoch")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.output_dir).resolve()
+    dataset = Path(args.dataset_dir).resolve()
+    from monai_umed.utils import check_output_dir
+
+    check_output_dir(dataset, out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = Steps(out / "steps.json")
+    split_file = out / "split.json"
+    commands: list[str] = []
+    t_start = time.perf_counter()
+
+    def step(key: str, cmd: list[str], done: bool, before=None) -> bool:
+        """Run ``cmd`` unless ``--reuse`` and ``done`` with the same command; True when it ran."""
+        commands.append(display_command(cmd))
+        if args.reuse and done and steps.matches(key, cmd):
+            log(f"{key} ... reused")
+            return False
+        log(f"{key} ... running")
+        if before is not None:
+            before()
+        steps.record(key, cmd, run_step(cmd, out / "logs" / f"{key}.log", args.quiet, out))
+        return True
+
+    split_cmd = bundle_command(
+        "split", "split.json",
+        {"dataset_dir": dataset, "output_file": split_file, "test_fraction": args.test_fraction, "seed": args.seed},
+    )
+    split_data = read_json(split_file)
+    rerun = step("split", split_cmd, isinstance(split_data, dict) and "training" in split_data)
+
+    clean_dir = out / "clean"
+    cmd = exploit_command(args, dataset, split_file, None, clean_dir)
+    step("clean", cmd, not rerun and (clean_dir / "metrics.json").is_file())
+    clean = metrics_of(clean_dir)
+
+    rows: list[dict] = []
+    for variant in args.variant_list:
+        protect_dir = out / variant / "protect"
+        cmd = protect_command(args, variant, dataset, split_file, protect_dir)
+        ran = step(f"{variant}.protect", cmd, not rerun and protect_complete(protect_dir),
+                   before=lambda d=protect_dir: move_aside(d))
+        exploit_dir = out / variant / "exploit"
+        cmd = exploit_command(args, dataset, split_file, protect_dir / "protected", exploit_dir)
+        step(f"{variant}.exploit", cmd, not (rerun or ran) and (exploit_dir / "metrics.json").is_file())
+        summary = (read_json(protect_dir / "manifest.json") or {}).get("summary") or {}
+        rows.append({
+            "variant": variant, "description": VARIANTS[variant][3], **metrics_of(exploit_dir),
+            "psnr": summary.get("psnr_mean"), "ssim": summary.get("ssim_mean"), "linf_max": summary.get("linf_max"),
+            "protect_seconds": steps.seconds(f"{variant}.protect"),
+            "exploit_seconds": steps.seconds(f"{variant}.exploit"),
+        })
+        write_tables(out, args, rows, clean, commands)  # a partial table after every variant
+    write_tables(out, args, rows, clean, commands)
+    log(f"done in {time.perf_counter() - t_start:.1f} s: {out / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
