@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .adversarial import pgd_linf
+from .adversarial import AdversarialPrepareBatch, pgd_linf
 from .transforms import (
     DEFENSES,
     LUMA_WEIGHTS,
@@ -18,6 +18,7 @@ from .transforms import (
 )
 
 __all__ = [
+    "AdversarialPrepareBatch",
     "DEFENSES",
     "LUMA_WEIGHTS",
     "GaussianBlurDefense",

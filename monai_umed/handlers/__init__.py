@@ -9,8 +9,17 @@ import warnings
 
 from monai_umed.handlers.checkpoint import AtomicDiskSaver, CheckpointSaver
 from monai_umed.handlers.metrics import InvisibilityHandler, invisibility_metrics
+from monai_umed.handlers.validation import ValidationCurve, ValidationSchedule, curve_best
 
-__all__ = ["AtomicDiskSaver", "CheckpointSaver", "InvisibilityHandler", "invisibility_metrics"]
+__all__ = [
+    "AtomicDiskSaver",
+    "CheckpointSaver",
+    "InvisibilityHandler",
+    "ValidationCurve",
+    "ValidationSchedule",
+    "curve_best",
+    "invisibility_metrics",
+]
 
 _MOVED = {
     "ProtectedDatasetWriter": "monai_umed.apps.writer",
