@@ -64,9 +64,11 @@ class ValidationCurve:
     :attr:`evaluations` maps trainer epochs to ``(summary, rows)``:
 
     - ``rows``: one dict per image in loader order, ``{"name", "image", "dsc", "jaccard", "empty_gt"}`` (the
-      batch's ``name`` / ``image_path``; the metrics' per-image values, NaN where an image was not scored);
-    - ``summary``: ``{"dsc", "jaccard", "n_test", "n_scored", "n_empty_gt"}``: means over the images with a score
-      (``None`` when there is none or it is not finite).
+      batch's ``name`` / ``image_path``; the metrics' per-image values, NaN where an image was not scored; with
+      several foreground classes, ``dsc`` / ``jaccard`` are the image's mean over its scored classes and
+      ``dsc_per_class`` / ``jaccard_per_class`` hold the class values);
+    - ``summary``: ``{"dsc", "jaccard", "dsc_per_class", "jaccard_per_class", "n_test", "n_scored",
+      "n_empty_gt"}`` (:meth:`summarize`; ``None`` where there is no score or it is not finite).
 
     Args:
         dice_name, iou_name: names of the evaluator's metrics (``key_val_metric`` / ``additional_metrics``).
@@ -115,24 +117,47 @@ class ValidationCurve:
 
     @staticmethod
     def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Means of the scored rows and the counts (see the class docstring)."""
-        dscs = np.array([r["dsc"] for r in rows], dtype=np.float64)
-        jacs = np.array([r["jaccard"] for r in rows], dtype=np.float64)
-        scored = ~np.isnan(dscs)
+        """Means of the scored rows and the counts (see the class docstring). With several classes, ``dsc`` and
+        ``jaccard`` are the means over the classes of the per-class means (``dsc_per_class``,
+        ``jaccard_per_class``: each class's mean over the images where it was scored)."""
+        dscs = np.array([r.get("dsc_per_class", [r["dsc"]]) for r in rows], dtype=np.float64).reshape(len(rows), -1)
+        jacs = np.array([r.get("jaccard_per_class", [r["jaccard"]]) for r in rows], dtype=np.float64).reshape(len(rows), -1)
+
+        def class_means(a: np.ndarray) -> list[float | None]:
+            return [_finite_or_none(col[~np.isnan(col)].mean()) if (~np.isnan(col)).any() else None for col in a.T]
+
+        dsc_pc, jac_pc = class_means(dscs), class_means(jacs)
+
+        def mean_of(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return _finite_or_none(float(np.mean(known))) if known else None
+
         return {
-            "dsc": _finite_or_none(dscs[scored].mean()) if scored.any() else None,
-            "jaccard": _finite_or_none(jacs[scored].mean()) if scored.any() else None,
+            "dsc": mean_of(dsc_pc),
+            "jaccard": mean_of(jac_pc),
+            "dsc_per_class": dsc_pc,
+            "jaccard_per_class": jac_pc,
             "n_test": len(rows),
-            "n_scored": int(scored.sum()),
+            "n_scored": int((~np.isnan(dscs)).any(axis=1).sum()) if rows else 0,
             "n_empty_gt": int(sum(r["empty_gt"] for r in rows)),
         }
 
     def _completed(self, engine: Engine) -> None:
         details = engine.state.metric_details
-        dsc = torch.as_tensor(details[self.dice_name]).reshape(len(self._items), -1)[:, 0].float().cpu().numpy()
-        jac = torch.as_tensor(details[self.iou_name]).reshape(len(self._items), -1)[:, 0].float().cpu().numpy()
-        rows = [dict(item, dsc=float(d), jaccard=float(j)) for item, d, j in zip(self._items, dsc, jac)]
-        rows = [{k: r[k] for k in ("name", "image", "dsc", "jaccard", "empty_gt")} for r in rows]
+        n = len(self._items)
+        dsc = torch.as_tensor(details[self.dice_name]).reshape(n, -1).float().cpu().numpy().astype(np.float64)
+        jac = torch.as_tensor(details[self.iou_name]).reshape(n, -1).float().cpu().numpy().astype(np.float64)
+
+        def image_mean(v: np.ndarray) -> float:
+            return float(v[~np.isnan(v)].mean()) if (~np.isnan(v)).any() else float("nan")
+
+        rows = []
+        for item, d, j in zip(self._items, dsc, jac):
+            row = {"name": item["name"], "image": item["image"], "dsc": image_mean(d), "jaccard": image_mean(j),
+                   "empty_gt": item["empty_gt"]}
+            if dsc.shape[1] > 1:
+                row["dsc_per_class"], row["jaccard_per_class"] = d.tolist(), j.tolist()
+            rows.append(row)
         summary = self.summarize(rows)
         for key in ("dsc", "jaccard"):  # non-finite -> None: the results are written as strict JSON
             summary[key] = None if summary[key] is None else _finite_or_none(summary[key])
@@ -144,11 +169,15 @@ class ValidationCurve:
                 if summary[key] is not None:
                     self.summary_writer.add_scalar(tag, summary[key], epoch)
         fmt: Callable[[Any], str] = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        per_class = ""
+        if len(summary["dsc_per_class"]) > 1:
+            per_class = " (per class " + ", ".join(fmt(v) for v in summary["dsc_per_class"]) + ")"
         self.logger.info(
-            "epoch %d/%s: clean test DSC %s, Jaccard %s (%d/%d test images scored)",
+            "epoch %d/%s: clean test DSC %s%s, Jaccard %s (%d/%d test images scored)",
             epoch,
             self.max_epochs if self.max_epochs is not None else "?",
             fmt(summary["dsc"]),
+            per_class,
             fmt(summary["jaccard"]),
             summary["n_scored"],
             summary["n_test"],

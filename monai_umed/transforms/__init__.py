@@ -13,11 +13,15 @@ from .texture import (
     local_binary_pattern,
     to_luminance,
 )
+from .labels import LABEL_MODES, class_values, label_classes_transform
 from .priors import PriorSettings, prior_transforms
 
 __all__ = [
     "MatchChannels",
     "MatchChannelsd",
+    "LABEL_MODES",
+    "class_values",
+    "label_classes_transform",
     "PriorSettings",
     "prior_transforms",
     "CONTOUR_SIDES",

@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-from monai.transforms import AsDiscreted, Compose, EnsureTyped, Resized
+from monai.transforms import Compose, EnsureTyped, Resized
 
 from monai_umed.transforms.channels import MatchChannelsd
 from monai_umed.transforms.contour import CONTOUR_SIDES, ContourBand, ContourBandd
+from monai_umed.transforms.labels import label_classes_transform
 from monai_umed.transforms.texture import LBPTextureMap, LBPTextureMapd
 
 __all__ = ["PriorSettings", "prior_transforms"]
@@ -70,10 +71,12 @@ def prior_transforms(
     lbp_method: str = "uniform",
     lbp_normalize: str = "max_code",
     track_meta: bool = False,
+    class_values: Sequence[int] | None = None,
 ) -> Compose:
     """Resize an ``{"image", "label"}`` pair to the training size and add the priors of Eq. 4-5.
 
-    Image: bilinear with anti-aliasing; label: nearest, then foreground ``label > 0`` as class 1.
+    Image: bilinear with anti-aliasing; label: nearest, then class indices (:func:`label_classes_transform`:
+    foreground ``label > 0`` as class 1 when ``class_values`` is empty, else ``class_values[k]`` -> ``k + 1``).
     Adds ``contour_band`` and ``roi_interior`` (``ContourBandd``) and ``texture_map`` (``LBPTextureMapd``).
     The outputs are float32 plain tensors unless ``track_meta``: training needs no metadata, and every torch
     operation on a MetaTensor goes through MONAI's metadata handling (measured in ``docs/DESIGN.md``).
@@ -85,7 +88,7 @@ def prior_transforms(
             MatchChannelsd("image", channels),
             Resized("image", spatial_size=size, mode="bilinear", anti_aliasing=True),
             Resized("label", spatial_size=size, mode="nearest"),
-            AsDiscreted("label", threshold=0.5),
+            label_classes_transform("label", class_values),
             ContourBandd("label", width=band_width, side=band_side),
             LBPTextureMapd(
                 "image", num_points=lbp_points, radius=lbp_radius, method=lbp_method, normalize=lbp_normalize
