@@ -54,3 +54,30 @@ def write_ellipses(root: Path, n: int = 16, size: int = 32, seed: int = 0) -> Pa
 def ellipses():
     """:func:`write_ellipses`, for tests that need an easy real-looking dataset on disk."""
     return write_ellipses
+
+
+def write_two_classes(root: Path, n: int = 10, size: int = 32) -> Path:
+    """Grey 8-bit images with a bright square (mask value 1) and a dim disc (mask value 2) at random places:
+    an easy task with two foreground classes."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        img = rng.uniform(0.0, 0.15, (size, size))
+        mask = np.zeros((size, size), np.uint8)
+        r, c = rng.integers(2, size // 2 - 8, 2)
+        mask[r : r + 8, c : c + 8] = 1
+        cy, cx = rng.integers(size // 2 + 5, size - 5, 2)
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 <= 16] = 2
+        img[mask == 1] += 0.8
+        img[mask == 2] += 0.4
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(root / "images" / f"case_{i:02d}.png")
+        Image.fromarray(mask).save(root / "masks" / f"case_{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def two_classes():
+    """:func:`write_two_classes`: masks with values 0/1/2 (two foreground classes)."""
+    return write_two_classes

@@ -10,6 +10,7 @@ from monai_umed.apps.protect import (
     fit_protector,
     check_image_size,
     check_schedule,
+    dataset_classes,
     infer_channels,
     latest_checkpoint,
     parse_epsilon,

@@ -18,8 +18,16 @@ import numpy as np
 import torch
 from monai.transforms import Compose, SelectItemsd
 
-from monai_umed.data import LoadImageUnitd, LoadMaskd, load_datalist, make_synthetic_dataset, read_raw, validate_datalist
-from monai_umed.transforms import prior_transforms
+from monai_umed.data import (
+    LoadImageUnitd,
+    LoadMaskd,
+    load_datalist,
+    make_synthetic_dataset,
+    mask_values,
+    read_raw,
+    validate_datalist,
+)
+from monai_umed.transforms import LABEL_MODES, class_values, prior_transforms
 from monai_umed.utils import UserInputError, check_output_dir, is_temp_path
 
 __all__ = [
@@ -27,6 +35,7 @@ __all__ = [
     "check_schedule",
     "resolve_dataset",
     "infer_channels",
+    "dataset_classes",
     "umed_transforms",
     "latest_checkpoint",
     "as_bool",
@@ -127,6 +136,23 @@ def infer_channels(datalist: Sequence[dict]) -> int:
         if not _grey_channels(read_raw(item["image"]).array):
             return 3
     return 1
+
+
+def dataset_classes(datalist: Sequence[dict], labels: str = "auto") -> list[int]:
+    """The mask values that are the classes 1..K of the surrogate and the exploiters; ``[]`` for a binary task.
+
+    ``labels="auto"``: every distinct foreground value of the datalist's masks
+    (:func:`monai_umed.data.mask_values`) is a class, so a binary dataset has one (-> ``[]``); ``"binary"``: all
+    foreground values are one class. See :func:`monai_umed.transforms.class_values`.
+
+    Raises:
+        UserInputError: an unknown ``labels`` mode.
+    """
+    if str(labels).lower() not in LABEL_MODES:
+        raise UserInputError(f"labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}.")
+    if str(labels).lower() == "binary":
+        return []
+    return class_values(mask_values(datalist), labels)
 
 
 #: Above this epsilon a warning says that the perturbation may become visible (the paper uses 4/255 and 8/255).

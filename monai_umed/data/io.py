@@ -60,6 +60,7 @@ __all__ = [
     "output_mode",
     "mask_to_labels",
     "read_mask",
+    "mask_values",
     "LoadImageUnit",
     "LoadImageUnitd",
     "LoadMask",
@@ -511,6 +512,16 @@ def read_mask(
             )
         labels = np.maximum(labels, other)
     return labels, raws
+
+
+def mask_values(items: Sequence[Mapping[str, Any]], max_labels: int = MAX_MASK_LABELS) -> list[int]:
+    """The distinct values (background 0 included when present) of the label maps of ``items``' masks
+    (``item["label"]``: one path or several, read as their union with :func:`read_mask`), sorted."""
+    found: set[int] = set()
+    for item in items:
+        labels, _ = read_mask(item["label"], max_labels)
+        found.update(np.flatnonzero(np.bincount(labels.ravel())).tolist())
+    return sorted(found)
 
 
 def _base_meta(raw: RawImage) -> dict:

@@ -83,6 +83,9 @@ class UMedProtector(Protector):
         image_size: the training size (an int or one size per spatial dimension).
         band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize: the priors
             (:class:`~monai_umed.transforms.PriorSettings`).
+        class_values: the mask values that are the surrogate's classes 1..K (empty: binary), for the labels of
+            :meth:`transforms` (:func:`~monai_umed.transforms.class_values`). The perturbation itself does not
+            depend on them: the band surrounds every class region and the ROI is the whole foreground.
     """
 
     name: ClassVar[str] = "umed"
@@ -110,8 +113,10 @@ class UMedProtector(Protector):
         lbp_radius: float = 1.0,
         lbp_method: str = "uniform",
         lbp_normalize: str = "max_code",
+        class_values: Sequence[int] = (),
     ) -> None:
         super().__init__()
+        self.class_values = [int(v) for v in class_values]
         self.perturbator_args = {
             "spatial_dims": int(spatial_dims), "in_channels": int(in_channels), "epsilon": float(epsilon),
             "bound": bound, "contour_channels": [int(c) for c in contour_channels],
@@ -133,7 +138,10 @@ class UMedProtector(Protector):
         return self.perturbator.epsilon
 
     def config(self) -> dict[str, Any]:
-        return dict(self.perturbator_args, image_size=list(self.image_size), **self.priors.as_dict())
+        return dict(
+            self.perturbator_args, image_size=list(self.image_size), class_values=list(self.class_values),
+            **self.priors.as_dict(),
+        )
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, {self.priors}"
@@ -141,7 +149,10 @@ class UMedProtector(Protector):
     def transforms(self, track_meta: bool = False):
         """The training-size pipeline of this protector: resize an ``{"image", "label"}`` pair and add the priors
         (:func:`~monai_umed.transforms.prior_transforms`)."""
-        return prior_transforms(self.image_size, self.in_channels, track_meta=track_meta, **self.priors.as_dict())
+        return prior_transforms(
+            self.image_size, self.in_channels, track_meta=track_meta, class_values=self.class_values,
+            **self.priors.as_dict(),
+        )
 
     @torch.no_grad()
     def native_delta(self, image: torch.Tensor, label: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from monai_umed.data import LoadMaskd, make_synthetic_dataset
-from monai_umed.protectors import native_band_width
+from monai_umed.protectors import load_protector, native_band_width
 from monai_umed.transforms import ContourBand
 
 REPO = Path(__file__).resolve().parents[2]
@@ -374,3 +374,26 @@ def test_protect_json_refuses_unknown_protector_and_options(tmp_path):
                        *TINY, *extra, check=False)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
         assert not (tmp_path / "o" / "checkpoints").exists() and not (tmp_path / "o" / "protected").exists()
+
+
+def test_protect_with_two_classes(tmp_path, two_classes):
+    """Masks with two foreground classes: the surrogate has K + 1 = 3 outputs, the classes are recorded, the bound
+    holds, and the verification's exploiters are scored per class."""
+    data = two_classes(tmp_path / "input", n=20)
+    out = tmp_path / "out"
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["class_values"] == [1, 2] and manifest["settings"]["labels"] == "auto"
+    assert manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    protector, _ = load_protector(out / "protector.pt")
+    assert protector.config()["class_values"] == [1, 2]
+    assert sorted(protector.transforms()({"image": torch.rand(1, 32, 32), "label": torch.as_tensor(
+        np.array(Image.open(data / "masks" / "case_00.png")), dtype=torch.float32)[None]})["label"].unique().tolist()) == [0, 1, 2]
+    verification = json.loads((out / "verification" / "protected" / "metrics.json").read_text())
+    assert verification["num_classes"] == 3 and len(verification["dsc_per_class"]) == 2
+    checkpoints = sorted((out / "checkpoints").glob("*.pt"))
+    assert checkpoints, "no checkpoint"
+    state = torch.load(checkpoints[-1], weights_only=True)
+    surrogate = state["surrogate"] if "surrogate" in state else state
+    last = [v for k, v in surrogate.items() if k.endswith("weight")][-1]
+    assert 3 in last.shape[:2]  # the surrogate's last layer has 3 outputs
