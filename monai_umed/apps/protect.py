@@ -36,6 +36,7 @@ __all__ = [
     "resolve_dataset",
     "infer_channels",
     "dataset_classes",
+    "require_images",
     "umed_transforms",
     "latest_checkpoint",
     "as_bool",
@@ -105,6 +106,7 @@ def resolve_dataset(
     if not synthetic:  # the embedded dataset is generated inside the output folder on purpose
         check_output_dir(dataset_dir or _common_folder(items) or root, output_dir)
     report = validate_datalist(items, dataset_dir=root)
+    require_images(report, "protect")
     if not items:
         raise UserInputError(f"no images found in {dataset_dir or datalist}.")
     if len(report.empty_masks) == len(items):
@@ -115,6 +117,20 @@ def resolve_dataset(
         )
     logger.info("dataset %s: %d image/mask pairs validated.", root, len(items))
     return items, root
+
+
+def require_images(report: Any, job: str) -> None:
+    """Refuse a dataset of 3D volumes (``report`` from :func:`monai_umed.data.validate_datalist`) before any work.
+
+    Raises:
+        UserInputError: the dataset holds 3D volumes; the message names one and the job.
+    """
+    if report.spatial_dims == 3:
+        raise UserInputError(
+            f"{report.volumes[0]} is a 3D volume ({len(report.volumes)} in the dataset): {job} works on 2D images in "
+            "this version. 3D NIfTI volumes are read and validated, but the 3D networks, patch training and "
+            "sliding-window application are not implemented yet; nothing was written."
+        )
 
 
 def _grey_channels(array: np.ndarray) -> bool:

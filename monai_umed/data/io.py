@@ -60,6 +60,7 @@ __all__ = [
     "output_mode",
     "mask_to_labels",
     "read_mask",
+    "shape_text",
     "mask_values",
     "LoadImageUnit",
     "LoadImageUnitd",
@@ -139,15 +140,21 @@ class RawImage:
     converted: np.ndarray | None = field(default=None, repr=False)
     slope: float = 1.0
     inter: float = 0.0
+    spatial_ndim: int = 2
 
     def __post_init__(self) -> None:
         if not self.native_shape:
             self.native_shape = tuple(self.array.shape)
 
     @property
-    def spatial_shape(self) -> tuple[int, int]:
-        """``(H, W)``."""
-        return int(self.array.shape[0]), int(self.array.shape[1])
+    def spatial_shape(self) -> tuple[int, ...]:
+        """``(H, W)`` of a 2D image, the three voxel dimensions of a volume."""
+        return tuple(int(s) for s in self.array.shape[: self.spatial_ndim])
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether :attr:`array` has a trailing channel axis (colour, alpha, or the modalities of a 4D NIfTI)."""
+        return self.array.ndim > self.spatial_ndim
 
     @property
     def scaled(self) -> bool:
@@ -166,7 +173,7 @@ class RawImage:
     @property
     def has_alpha(self) -> bool:
         """Whether the last channel of :attr:`array` is an alpha channel (dropped by :func:`to_unit`)."""
-        return self.mode in ALPHA_MODES and self.array.ndim == 3
+        return self.mode in ALPHA_MODES and self.channels_last
 
     @property
     def channels(self) -> int:
@@ -262,8 +269,10 @@ def _read_nifti(path: Path) -> RawImage:
         raise ImageReadError(path, f"unsupported NIfTI data type {data.dtype} (structured/RGB voxels)")
     native_shape = tuple(data.shape)
     data = np.squeeze(data)
-    if data.ndim != 2:
-        raise ImageReadError(path, f"not a 2D image: data shape {native_shape} (squeezed {tuple(data.shape)})")
+    if data.ndim not in (2, 3, 4):
+        raise ImageReadError(
+            path, f"not a 2D image or a 3D volume: data shape {native_shape} (squeezed {tuple(data.shape)})"
+        )
     return RawImage(
         array=_native_byteorder(np.asarray(data)),
         format="NIFTI",
@@ -274,6 +283,8 @@ def _read_nifti(path: Path) -> RawImage:
         native_shape=native_shape,
         slope=float(getattr(img.dataobj, "slope", 1.0)),
         inter=float(getattr(img.dataobj, "inter", 0.0)),
+        # squeezed 2D: an image; 3D: a volume; 4D: a volume with its modalities on the last axis (MSD layout)
+        spatial_ndim=2 if data.ndim == 2 else 3,
     )
 
 
@@ -304,7 +315,7 @@ def _read_raster(path: Path) -> RawImage:
 
 
 def read_raw(path: PathLike) -> RawImage:
-    """Read one 2D image file in its native dtype and layout.
+    """Read one image file (2D, or a 3D NIfTI volume) in its native dtype and layout.
 
     Args:
         path: a file with one of :data:`SUPPORTED_IMAGE_SUFFIXES`.
@@ -314,7 +325,7 @@ def read_raw(path: PathLike) -> RawImage:
 
     Raises:
         ImageReadError: the file is missing, empty, of an unsupported type, corrupt/truncated, multi-frame,
-            or (NIfTI) not 2D after squeezing singleton dimensions.
+            or (NIfTI) not 2D, 3D or 4D (a volume with modalities) after squeezing singleton dimensions.
     """
     p = Path(path)
     _check_file(p)
@@ -351,7 +362,7 @@ def intensity_range(array: np.ndarray | torch.Tensor) -> tuple[float, float]:
 
 
 def _unit_source(raw: RawImage) -> tuple[np.ndarray, np.ndarray | None]:
-    """(colour array ``(H, W)`` or ``(H, W, C)`` that is scaled, alpha ``(H, W)`` or ``None``)."""
+    """(colour array ``(*spatial)`` or ``(*spatial, C)`` that is scaled, alpha ``(H, W)`` or ``None``)."""
     if raw.converted is not None:
         return raw.converted, None
     a = raw.array
@@ -363,7 +374,7 @@ def _unit_source(raw: RawImage) -> tuple[np.ndarray, np.ndarray | None]:
 def unit_channels(raw: RawImage) -> int:
     """Channels of :func:`to_unit`'s output for ``raw``: colour channels only (alpha dropped, palette -> 3)."""
     src, _ = _unit_source(raw)
-    return 1 if src.ndim == 2 else int(src.shape[-1])
+    return 1 if src.ndim == raw.spatial_ndim else int(src.shape[-1])
 
 
 def output_mode(raw: RawImage) -> str | None:
@@ -372,7 +383,7 @@ def output_mode(raw: RawImage) -> str | None:
 
 
 def to_unit(raw: RawImage) -> np.ndarray:
-    """The image as float32 ``[C, H, W]`` on the [0, 1] scale ``(x - lo) / (hi - lo)``.
+    """The image as float32 ``[C, H, W]`` (a volume: ``[C, *spatial]``) on the [0, 1] scale ``(x - lo) / (hi - lo)``.
 
     ``(lo, hi) = intensity_range(...)`` of the colour array. Alpha channels (``RGBA``, ``LA``) are
     **dropped** (``RGBA`` -> 3 channels, ``LA`` -> 1; :func:`from_unit` puts the original alpha back);
@@ -385,7 +396,7 @@ def to_unit(raw: RawImage) -> np.ndarray:
     unit = ((a - lo) / (hi - lo)).astype(np.float32, copy=False)
     if src.dtype.kind == "f":
         unit = np.nan_to_num(unit, nan=0.0, posinf=1.0, neginf=0.0)
-    unit = unit[None] if unit.ndim == 2 else np.moveaxis(unit, -1, 0)
+    unit = unit[None] if unit.ndim == raw.spatial_ndim else np.moveaxis(unit, -1, 0)
     return np.ascontiguousarray(unit)
 
 
@@ -403,16 +414,17 @@ def from_unit(unit: np.ndarray | torch.Tensor, raw: RawImage) -> np.ndarray:
     """
     u = unit.detach().cpu().numpy() if isinstance(unit, torch.Tensor) else np.asarray(unit)
     src, alpha = _unit_source(raw)
-    channels = 1 if src.ndim == 2 else src.shape[-1]
-    if u.ndim == 2:
+    nd = raw.spatial_ndim
+    channels = 1 if src.ndim == nd else src.shape[-1]
+    if u.ndim == nd:
         u = u[None]
-    if u.ndim != 3 or u.shape[0] != channels or tuple(u.shape[1:]) != tuple(src.shape[:2]):
+    if u.ndim != nd + 1 or u.shape[0] != channels or tuple(u.shape[1:]) != tuple(src.shape[:nd]):
         raise ValueError(
-            f"from_unit: expected an array of shape {(channels, *src.shape[:2])} for {raw.path}, got {tuple(u.shape)}"
+            f"from_unit: expected an array of shape {(channels, *src.shape[:nd])} for {raw.path}, got {tuple(u.shape)}"
         )
     lo, hi = intensity_range(src)
     x = u.astype(np.float64) * (hi - lo) + lo
-    x = x[0] if src.ndim == 2 else np.moveaxis(x, 0, -1)
+    x = x[0] if src.ndim == nd else np.moveaxis(x, 0, -1)
     dtype = src.dtype
     if dtype == np.bool_:
         out = x >= 0.5
@@ -422,8 +434,14 @@ def from_unit(unit: np.ndarray | torch.Tensor, raw: RawImage) -> np.ndarray:
     else:
         out = x.astype(dtype)
     if alpha is not None:
-        out = np.concatenate([out if out.ndim == 3 else out[..., None], alpha[..., None]], axis=-1)
+        out = np.concatenate([out if out.ndim == nd + 1 else out[..., None], alpha[..., None]], axis=-1)
     return np.ascontiguousarray(out)
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """``(H, W)`` -> ``"HxW (HxW)"``-style text for messages: ``"40x32 (HxW)"``, a volume ``"35x51x35 (voxels)"``."""
+    dims = "x".join(str(int(s)) for s in shape)
+    return f"{dims} (HxW)" if len(shape) == 2 else f"{dims} (voxels)"
 
 
 def _distinct_values(a: np.ndarray) -> np.ndarray:
@@ -435,7 +453,7 @@ def _distinct_values(a: np.ndarray) -> np.ndarray:
 
 
 def mask_to_labels(raw: RawImage, max_labels: int = MAX_MASK_LABELS) -> np.ndarray:
-    """A mask file's pixels as an ``(H, W)`` ``uint8`` label map.
+    """A mask file's pixels as an ``(H, W)`` ``uint8`` label map (a NIfTI volume: its voxel shape).
 
     Rules:
 
@@ -444,8 +462,10 @@ def mask_to_labels(raw: RawImage, max_labels: int = MAX_MASK_LABELS) -> np.ndarr
     * ``bool`` / mode ``"1"`` -> {0, 1};
     * lossy formats (JPEG): binarised at half the 8-bit range (``> 127``; ``> 0`` when all values are
       <= 1), because compression smears the edges of a 0/255 mask;
-    * a binary mask (background 0 and one other value, e.g. 0/255 or 0/1) -> {0, 1}; a mask of one value
-      -> 0 if it is 0 (an empty mask, allowed) else 1 (all foreground);
+    * a binary mask (background 0 and one other value ``v``, e.g. 0/255 or 0/1) -> {0, 1} when ``v >=
+      max_labels`` (an intensity-coded mask such as 0/255), else ``v`` is kept (a label map in which one class
+      appears, e.g. 0/2 in a 0/1/2 dataset, keeps class 2); a mask of one value -> 0 if it is 0 (an empty
+      mask, allowed), that value if it is below ``max_labels``, else 1 (all foreground);
     * otherwise, at most ``max_labels`` distinct non-negative integer values all below 256 are kept as
       label values (multi-class, e.g. 0/1/2).
 
@@ -456,7 +476,7 @@ def mask_to_labels(raw: RawImage, max_labels: int = MAX_MASK_LABELS) -> np.ndarr
     a = raw.array
     if raw.has_alpha:
         a = a[..., :-1]
-    if a.ndim == 3:
+    if a.ndim > raw.spatial_ndim:
         a = a.max(axis=-1)
     if a.dtype == np.bool_:
         return a.astype(np.uint8)
@@ -475,6 +495,8 @@ def mask_to_labels(raw: RawImage, max_labels: int = MAX_MASK_LABELS) -> np.ndarr
     if values.size <= 2:
         if values.size == 2 and values[0] != 0 and values[-1] < 256:
             return a.astype(np.uint8)  # two labels without background, e.g. {1, 2}
+        if values.size and 0 < values[-1] < max_labels:
+            return a.astype(np.uint8)  # one class of a label map, e.g. {0, 2}: the class keeps its value
         return (a > 0).astype(np.uint8)
     if values.size > max_labels or values[-1] >= 256:
         shown = ", ".join(str(v) for v in values[:6].tolist()) + (", ..." if values.size > 6 else "")
@@ -507,8 +529,8 @@ def read_mask(
         other = mask_to_labels(r, max_labels)
         if other.shape != labels.shape:
             raise ImageReadError(
-                r.path, f"mask size {other.shape[0]}x{other.shape[1]} (HxW) differs from {raws[0].path} "
-                f"({labels.shape[0]}x{labels.shape[1]}); cannot take their union"
+                r.path, f"mask size {shape_text(other.shape)} differs from {raws[0].path} "
+                f"({'x'.join(map(str, labels.shape))}); cannot take their union"
             )
         labels = np.maximum(labels, other)
     return labels, raws
@@ -531,7 +553,7 @@ def _base_meta(raw: RawImage) -> dict:
         "format": raw.format,
         "mode": raw.mode or "",
         "spatial_shape": np.asarray(raw.spatial_shape, dtype=np.int64),
-        "original_channel_dim": -1 if raw.array.ndim == 3 else "no_channel",
+        "original_channel_dim": -1 if raw.channels_last else "no_channel",
     }
     if raw.affine is not None:
         meta["affine"] = torch.as_tensor(raw.affine, dtype=torch.float64)

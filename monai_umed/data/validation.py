@@ -40,6 +40,7 @@ from monai_umed.data.io import (
     is_nifti,
     mask_to_labels,
     read_raw,
+    shape_text,
 )
 
 __all__ = ["MIN_IMAGE_SIDE", "DatasetValidationError", "ValidationReport", "image_header", "validate_datalist"]
@@ -87,6 +88,8 @@ class ValidationReport:
         label_values: sorted label values seen over all masks (after :func:`~monai_umed.data.io.mask_to_labels`).
         warnings: non-fatal notes (also logged).
         seconds: wall time of the check.
+        spatial_dims: 2 for images, 3 for volumes (3D NIfTI); a dataset that mixes them does not pass.
+        volumes: the image paths of the 3D volumes (empty for a 2D dataset).
     """
 
     num_cases: int
@@ -94,6 +97,8 @@ class ValidationReport:
     label_values: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    spatial_dims: int = 2
+    volumes: list[str] = field(default_factory=list)
 
 
 def _pil_channels(mode: str, bands: int) -> int:
@@ -102,8 +107,9 @@ def _pil_channels(mode: str, bands: int) -> int:
     return bands - 1 if mode in ALPHA_MODES else bands
 
 
-def image_header(path: PathLike, decode: bool = False) -> tuple[int, int, int, str]:
-    """Cheap look at an image file: ``(H, W, channels, mode)``.
+def image_header(path: PathLike, decode: bool = False) -> tuple:
+    """Cheap look at an image file: ``(H, W, channels, mode)`` (a 3D NIfTI volume: ``(X, Y, Z, channels,
+    "NIFTI")``, the modalities of a 4D file as channels).
 
     ``channels`` counts colour channels as :func:`~monai_umed.data.io.to_unit` will give them (alpha
     excluded, palette -> 3). PNG files are header-parsed and CRC-verified without decompression unless
@@ -116,7 +122,7 @@ def image_header(path: PathLike, decode: bool = False) -> tuple[int, int, int, s
     if is_nifti(p):
         raw = read_raw(p)
         _check_finite(raw.array, p)
-        return (*raw.spatial_shape, 1, "NIFTI")
+        return (*raw.spatial_shape, raw.channels, "NIFTI")
     _check_file(Path(p))
     try:
         with Image.open(p) as im:
@@ -208,6 +214,7 @@ def validate_datalist(
     image_paths: dict[str, str] = {}
     empty: list[str] = []
     label_values: set[int] = set()
+    dims: dict[int, list[str]] = {}
     for i, entry in enumerate(datalist):
         if not isinstance(entry, Mapping) or not entry.get("image"):
             problems.append(f"entry {i}: no 'image' path ({entry!r:.100})")
@@ -224,11 +231,12 @@ def validate_datalist(
 
         img_hw = None
         try:
-            h, w, channels, mode = image_header(image, decode=decode_images)
-            img_hw = (h, w)
-            if min(h, w) < MIN_IMAGE_SIDE:
+            *spatial, channels, mode = image_header(image, decode=decode_images)
+            img_hw = tuple(spatial)
+            dims.setdefault(len(spatial), []).append(image)
+            if min(spatial) < MIN_IMAGE_SIDE:
                 problems.append(
-                    f"{image}: image is {h}x{w} (HxW) pixels; monai_umed needs at least {MIN_IMAGE_SIDE} pixels a side"
+                    f"{image}: image is {shape_text(spatial)}; monai_umed needs at least {MIN_IMAGE_SIDE} pixels a side"
                 )
             if channels not in allowed:
                 problems.append(
@@ -256,11 +264,11 @@ def validate_datalist(
             hw = lab.shape
             if img_hw is not None and hw != img_hw:
                 problems.append(
-                    f"{lp}: mask size {hw[0]}x{hw[1]} (HxW) does not match image {image} ({img_hw[0]}x{img_hw[1]})"
+                    f"{lp}: mask size {shape_text(hw)} does not match image {image} ({'x'.join(map(str, img_hw))})"
                 )
             elif img_hw is None and first_hw is not None and hw != first_hw:
                 problems.append(
-                    f"{lp}: mask size {hw[0]}x{hw[1]} (HxW) differs from {first_path} ({first_hw[0]}x{first_hw[1]})"
+                    f"{lp}: mask size {shape_text(hw)} differs from {first_path} ({'x'.join(map(str, first_hw))})"
                 )
             if first_hw is None:
                 first_hw, first_path = hw, lp
@@ -277,6 +285,11 @@ def validate_datalist(
             f"{len(empty)} of {len(datalist)} mask(s) are empty (all zero) -- allowed, "
             f"e.g. BUSI 'normal' cases ({shown})"
         )
+    if len(dims) > 1:
+        problems.append(
+            f"{root or 'datalist'}: the dataset mixes 2D images ({len(dims[2])}, e.g. {dims[2][0]}) and 3D volumes "
+            f"({len(dims[3])}, e.g. {dims[3][0]}); one dataset is either 2D or 3D"
+        )
     problems = _dedupe(problems)
     if problems:
         raise DatasetValidationError(problems, warnings, num_cases=len(datalist), root=root)
@@ -288,4 +301,6 @@ def validate_datalist(
         label_values=sorted(label_values),
         warnings=warnings,
         seconds=time.perf_counter() - t0,
+        spatial_dims=3 if 3 in dims else 2,
+        volumes=list(dims.get(3, [])),
     )

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
+from monai.data.meta_tensor import MetaTensor
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils.enums import TransformBackends
 from monai.utils.type_conversion import convert_to_dst_type, convert_to_tensor
@@ -255,8 +256,12 @@ class LBPTextureMap(Transform):
     scales the codes to ``[0, 1]``. The map covers the whole image; the product with the ROI interior ``y_t``
     is left to the perturbator.
 
-    Input ``[C, H, W]`` -> output ``[1, H, W]``; input ``[C, D, H, W]`` -> output ``[1, D, H, W]``, LBP computed
-    independently on each 2D slice ``[H, W]`` along the first spatial axis ``D``. Numpy or torch input, any
+    Input ``[C, H, W]`` -> output ``[1, H, W]``; a volume ``[C, X, Y, Z]`` -> ``[1, X, Y, Z]``, LBP computed
+    independently on each 2D slice across ``slice_axis``: by default (``"auto"``) the axis of lowest resolution
+    (largest voxel spacing, from the affine of a ``MetaTensor``; the last such axis on a tie), and the last
+    spatial axis when there is no affine (MONAI's ``[C, H, W, D]`` order, where D counts the slices). Anisotropic
+    volumes (thick slices) thus get the 2D descriptor in their high-resolution planes, where the paper's 2D LBP
+    applies; a 3D neighbourhood would mix the coarse axis into every code. Numpy or torch input, any
     device; output is a float32 tensor on the input's device, a ``MetaTensor`` with the input's metadata when
     metadata is tracked.
 
@@ -282,6 +287,7 @@ class LBPTextureMap(Transform):
         method: str = "uniform",
         normalize: str = "max_code",
         channel_weights: Sequence[float] | None = None,
+        slice_axis: int | str = "auto",
     ) -> None:
         """
         Args:
@@ -290,7 +296,12 @@ class LBPTextureMap(Transform):
             method: LBP method, one of :data:`LBP_METHODS` (default "uniform").
             normalize: "max_code", "minmax" or "none" (see the class docstring).
             channel_weights: optional per-channel weights for the luminance conversion.
+            slice_axis: for volumes, the spatial axis (0, 1 or 2) across which the 2D slices are taken, or
+                ``"auto"`` (see the class docstring).
         """
+        if slice_axis != "auto" and (isinstance(slice_axis, bool) or slice_axis not in (0, 1, 2)):
+            raise ValueError(f"slice_axis must be 0, 1, 2 or 'auto', got {slice_axis!r}.")
+        self.slice_axis = slice_axis
         self.method = _check_lbp_args(num_points, radius, method)
         self.num_points = int(num_points)
         self.radius = float(radius)
@@ -304,12 +315,18 @@ class LBPTextureMap(Transform):
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Return the texture map ``[1, *spatial]`` (float32) of the channel-first image ``img``."""
+        source = img
         img = convert_to_tensor(img, track_meta=get_track_meta())
         img_t = convert_to_tensor(img, track_meta=False)
         if img_t.ndim not in (3, 4):
             raise ValueError(f"expected a channel-first image [C, H, W] or [C, D, H, W], got {tuple(img_t.shape)}.")
         grey = to_luminance(img_t, self.channel_weights)
+        axis = self.volume_slice_axis(source) if img_t.ndim == 4 else None
+        if axis is not None:  # local_binary_pattern works on the last two dims: slices across dim 1 + axis
+            grey = grey.movedim(1 + axis, 1)
         codes = local_binary_pattern(grey, self.num_points, self.radius, self.method)
+        if axis is not None:
+            codes = codes.movedim(1, 1 + axis)
         if self.normalize == "max_code":
             codes = codes / lbp_max_code(self.num_points, self.method)
         elif self.normalize == "minmax":
@@ -318,6 +335,18 @@ class LBPTextureMap(Transform):
             codes = (codes - lo) / (hi - lo) if hi > lo else torch.zeros_like(codes)
         out = convert_to_dst_type(codes, dst=img, dtype=torch.float32)[0]
         return out
+
+
+    def volume_slice_axis(self, img: NdarrayOrTensor) -> int:
+        """The spatial axis (0-2) across which a volume's slices are taken (``slice_axis``, see the class docstring)."""
+        if self.slice_axis != "auto":
+            return int(self.slice_axis)
+        affine = getattr(img, "affine", None) if isinstance(img, MetaTensor) else None
+        if affine is None:
+            return 2
+        spacing = torch.linalg.norm(torch.as_tensor(affine, dtype=torch.float64)[:3, :3], dim=0)
+        largest = torch.nonzero(torch.isclose(spacing, spacing.max())).flatten()
+        return int(largest[-1])
 
 
 class LBPTextureMapd(MapTransform):
@@ -339,17 +368,18 @@ class LBPTextureMapd(MapTransform):
         normalize: str = "max_code",
         channel_weights: Sequence[float] | None = None,
         allow_missing_keys: bool = False,
+        slice_axis: int | str = "auto",
     ) -> None:
         """
         Args:
             keys: keys of the images to compute texture maps of.
             texture_key: output key (or suffix, with several keys).
-            num_points, radius, method, normalize, channel_weights: see :class:`LBPTextureMap`.
+            num_points, radius, method, normalize, channel_weights, slice_axis: see :class:`LBPTextureMap`.
             allow_missing_keys: don't raise an exception if a key is missing.
         """
         super().__init__(keys, allow_missing_keys)
         self.texture_key = texture_key
-        self.lbp = LBPTextureMap(num_points, radius, method, normalize, channel_weights)
+        self.lbp = LBPTextureMap(num_points, radius, method, normalize, channel_weights, slice_axis)
 
     def _out_key(self, key: Hashable) -> Hashable:
         return self.texture_key if len(self.keys) == 1 else f"{key}_{self.texture_key}"

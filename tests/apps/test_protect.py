@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from pathlib import Path
@@ -103,3 +104,50 @@ def test_check_schedule_accepts_the_defaults_and_the_paper():
     check_schedule(steps=2000, phase_steps=32, generator_epochs=1, verify_steps=500)
     check_schedule(surrogate_epochs=100, generator_epochs=4, surrogate_reset=0, stop_ratio=0.2, require_dsc=0.0)
     check_schedule(steps="2000", require_dsc="0.2")  # the command line may pass strings
+
+
+def _msd_volumes(root, n=3):
+    """A tiny MSD-layout dataset of 3D volumes (imagesTr/, labelsTr/, dataset.json)."""
+    import nibabel as nib
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    training = []
+    for i in range(n):
+        lab = np.zeros((16, 18, 12), np.uint8)
+        lab[4:9, 5:10, 3:8] = 1 + i % 2
+        nib.save(nib.Nifti1Image(rng.random((16, 18, 12)).astype(np.float32), np.eye(4)), root / "imagesTr" / f"v_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), root / "labelsTr" / f"v_{i}.nii.gz")
+        training.append({"image": f"./imagesTr/v_{i}.nii.gz", "label": f"./labelsTr/v_{i}.nii.gz"})
+    (root / "dataset.json").write_text(json.dumps({"name": "tiny", "labels": {"0": "bg", "1": "a", "2": "b"},
+                                                    "training": training}))
+    return root
+
+
+def test_volumes_are_refused_before_any_work(tmp_path):
+    """A 3D dataset (MSD layout) is read and validated -- classes per voxel, 3D sizes -- and then refused by the jobs
+    with a message naming a volume, before anything is written."""
+    from monai_umed.apps import resolve_dataset
+    from monai_umed.data import datalist_from_json, validate_datalist
+
+    root = _msd_volumes(tmp_path / "msd")
+    items = datalist_from_json(root / "dataset.json", dataset_dir=root, key="training")
+    report = validate_datalist(items)
+    assert report.spatial_dims == 3 and len(report.volumes) == 3 and report.label_values == [0, 1, 2]
+    out = tmp_path / "out"
+    with pytest.raises(UserInputError, match=r"v_0.nii.gz is a 3D volume \(3 in the dataset\): protect works on 2D"):
+        resolve_dataset(None, str(root / "dataset.json"), str(out))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_dataset_is_2d_or_3d(tmp_path):
+    from monai_umed.data import DatasetValidationError, make_synthetic_dataset, validate_datalist
+
+    ds = make_synthetic_dataset(tmp_path / "ds", num_images=1, size=(32, 32))
+    vol = _msd_volumes(tmp_path / "msd", n=1)
+    items = [{"image": str(ds / "images" / "synthetic_000.png"), "label": str(ds / "masks" / "synthetic_000.png"),
+              "name": "a"},
+             {"image": str(vol / "imagesTr" / "v_0.nii.gz"), "label": str(vol / "labelsTr" / "v_0.nii.gz"), "name": "b"}]
+    with pytest.raises(DatasetValidationError, match="mixes 2D images .* and 3D volumes"):
+        validate_datalist(items)

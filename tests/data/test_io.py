@@ -228,8 +228,8 @@ def test_read_errors(tmp_path):
     cases["trunc.png"] = "cannot read image"
     (tmp_path / "a.gif").write_bytes(b"GIF89a")
     cases["a.gif"] = "unsupported file type"
-    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3), np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
-    cases["vol.nii.gz"] = "not a 2D image"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3, 2, 2), np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
+    cases["vol.nii.gz"] = "not a 2D image or a 3D volume"
     (tmp_path / "bad.nii.gz").write_bytes(b"\x1f\x8b garbage")
     cases["bad.nii.gz"] = "cannot read NIfTI"
     for name, msg in cases.items():
@@ -260,6 +260,8 @@ def _blob(value=255, dtype=np.uint8):
     [
         ("m255.png", _blob(255), "L", [0, 1]),
         ("m1.png", _blob(1), "L", [0, 1]),
+        ("m2.png", _blob(2), "L", [0, 2]),  # one class of a label map keeps its value
+        ("m128.png", _blob(128), "L", [0, 1]),  # an intensity-coded binary mask
         ("m16.png", _blob(65535, np.uint16), None, [0, 1]),
         ("mbool.png", _blob(1).astype(bool), None, [0, 1]),
         ("mrgb.png", np.stack([_blob(255), _blob(0), _blob(0)], -1), "RGB", [0, 1]),
@@ -354,3 +356,46 @@ def test_dict_loaders_in_dataloader(tmp_path):
     assert batch["image"].shape == (3, 3, H, W) and batch["label"].shape == (3, 1, H, W)
     assert list(batch["name"]) == ["c0", "c1", "c2"]
     assert list(batch["image"].meta["filename_or_obj"]) == [d["image"] for d in data]
+
+
+# ------------------------------------------------------------------------------------------ 3D volumes
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_volume_round_trip(tmp_path, dtype):
+    """A 3D NIfTI volume reads as a volume ``[1, X, Y, Z]`` on the [0, 1] scale (per-case range for int16 and
+    float), and ``from_unit`` gives the stored values back exactly."""
+    rng = np.random.default_rng(0)
+    hi = 255 if dtype == np.uint8 else 3000
+    vol = rng.integers(0, hi, (12, 10, 8)).astype(dtype)
+    if dtype == np.float32:
+        vol = vol * np.float32(1.7)
+    p = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([1.0, 1.5, 2.0, 1.0])), p)
+    raw = read_raw(p)
+    assert raw.spatial_ndim == 3 and raw.spatial_shape == (12, 10, 8) and raw.channels == 1
+    unit = to_unit(raw)
+    assert unit.shape == (1, 12, 10, 8) and unit.min() >= 0 and unit.max() <= 1
+    if dtype != np.uint8:
+        assert unit.min() == 0 and unit.max() == pytest.approx(1.0)  # per-case range
+    back = from_unit(unit, raw)
+    assert back.dtype == vol.dtype and back.shape == vol.shape
+    np.testing.assert_allclose(back.astype(np.float64), vol.astype(np.float64), rtol=1e-6, atol=1e-3)
+    img = LoadImageUnit()(p)
+    assert tuple(img.shape) == (1, 12, 10, 8) and tuple(img.meta["spatial_shape"]) == (12, 10, 8)
+    assert img.meta["original_channel_dim"] == "no_channel"
+
+
+def test_volume_with_modalities_and_label_volume(tmp_path):
+    """4D NIfTI: the last axis holds the modalities (channels); a label volume keeps its classes per voxel
+    (the last axis of a volume is a spatial axis, not colour channels to take the max over)."""
+    vol = np.random.default_rng(1).random((9, 10, 11, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / "mm.nii.gz")
+    raw = read_raw(tmp_path / "mm.nii.gz")
+    assert raw.spatial_shape == (9, 10, 11) and raw.channels == 2 and to_unit(raw).shape == (2, 9, 10, 11)
+    lab = np.zeros((9, 10, 11), np.uint8)
+    lab[2:4, 2:4, 1:3] = 1
+    lab[5:7, 5:7, 6:9] = 2
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "lab.nii.gz")
+    labels, _ = read_mask(tmp_path / "lab.nii.gz")
+    np.testing.assert_array_equal(labels, lab)
+    mask = LoadMask()(tmp_path / "lab.nii.gz")
+    assert tuple(mask.shape) == (1, 9, 10, 11) and sorted(mask.unique().tolist()) == [0.0, 1.0, 2.0]

@@ -164,3 +164,23 @@ def test_shared_busi_224_valid_and_fast(shared_data):
     seconds = time.perf_counter() - t0
     assert report.num_cases == 647 and report.empty_masks == [] and report.label_values == [0, 1]
     assert seconds < 15, f"validating 647 cases took {seconds:.1f} s"
+
+
+def test_volumes_are_validated(tmp_path):
+    """3D NIfTI pairs: sizes compared voxel by voxel, the message names both files and sizes."""
+    import nibabel as nib
+
+    def save(name, a):
+        nib.save(nib.Nifti1Image(a, np.eye(4)), tmp_path / name)
+        return str(tmp_path / name)
+
+    img = save("a.nii.gz", np.random.default_rng(0).random((12, 10, 9)).astype(np.float32))
+    lab = np.zeros((12, 10, 9), np.uint8)
+    lab[3:6, 3:6, 3:6] = 2
+    good = save("a_seg.nii.gz", lab)
+    report = validate_datalist([{"image": img, "label": good, "name": "a"}])
+    assert report.label_values == [0, 2]
+    bad = save("b_seg.nii.gz", np.zeros((12, 10, 8), np.uint8))
+    with pytest.raises(DatasetValidationError, match=r"12x10x8 \(voxels\) does not match image .*a.nii.gz \(12x10x9\)"):
+        validate_datalist([{"image": img, "label": bad, "name": "b"}])
+    assert image_header(img) == (12, 10, 9, 1, "NIFTI")

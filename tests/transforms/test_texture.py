@@ -196,10 +196,13 @@ def test_texture_map_minmax(method):
 
 def test_texture_map_3d_per_slice():
     vol = torch.rand(1, 3, 12, 14)
-    out = LBPTextureMap()(vol)
+    out = LBPTextureMap(slice_axis=0)(vol)
     assert out.shape == (1, 3, 12, 14)
     for d in range(3):
         torch.testing.assert_close(out[:, d], LBPTextureMap()(vol[:, d]))
+    last = LBPTextureMap()(vol)  # no affine: slices across the last axis
+    for d in range(14):
+        torch.testing.assert_close(last[..., d], LBPTextureMap()(vol[..., d]))
 
 
 def test_texture_map_channels():
@@ -248,3 +251,28 @@ def test_invalid_arguments():
         local_binary_pattern(torch.rand(8, 8), 32, 2, "default")
     with pytest.raises(ValueError):
         LBPTextureMap()(torch.rand(8, 8))
+
+
+# ------------------------------------------------------------------------------------------ volumes
+@pytest.mark.parametrize("spacing, expected_axis", [((1.0, 1.0, 1.0), 2), ((3.0, 1.0, 1.0), 0), ((1.0, 2.5, 1.0), 1)])
+def test_volume_lbp_per_slice_across_the_coarsest_axis(spacing, expected_axis):
+    """A volume's texture map is scikit-image's LBP of each 2D slice taken across the axis of lowest resolution
+    (the last axis when isotropic), as in the paper's 2D descriptor."""
+    from monai.data import MetaTensor
+    from skimage.feature import local_binary_pattern as sk_lbp
+
+    rng = np.random.default_rng(0)
+    vol = rng.integers(0, 255, (1, 10, 12, 9)).astype(np.float32) / 255
+    img = MetaTensor(torch.as_tensor(vol), affine=torch.diag(torch.tensor([*spacing, 1.0], dtype=torch.float64)))
+    tm = LBPTextureMap(normalize="none")
+    assert tm.volume_slice_axis(img) == expected_axis
+    out = tm(img)
+    assert tuple(out.shape) == (1, 10, 12, 9)
+    grey = np.moveaxis(vol[0], expected_axis, 0)
+    expected = np.stack([sk_lbp(s, 8, 1.0, "uniform") for s in grey])
+    np.testing.assert_array_equal(np.moveaxis(np.asarray(out[0]), expected_axis, 0), expected)
+    # no metadata: the last spatial axis; an explicit axis wins
+    assert LBPTextureMap().volume_slice_axis(torch.as_tensor(vol)) == 2
+    assert LBPTextureMap(slice_axis=1).volume_slice_axis(img) == 1
+    with pytest.raises(ValueError, match="slice_axis"):
+        LBPTextureMap(slice_axis=3)
