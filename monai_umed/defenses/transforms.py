@@ -11,6 +11,13 @@ a dictionary version:
 - :class:`JPEGDefense` -- JPEG compression. Sec. 4.4 says quality 30, the Table 3 caption says 60; the
   default here follows the text (30).
 - :class:`GrayscaleDefense` -- grayscale "image shortcut squeezing" (Liu et al., 2023) for colour images.
+- :class:`MedianDefense` -- 3x3 median filtering, a classic denoiser against additive noise patterns.
+- :class:`ResampleDefense` -- down-sampling by 0.5 and back (``downsample_upsample``), a low-pass that keeps the
+  image size.
+- :func:`augment_defense` (``augment``) -- strong random data augmentation in the spirit of UEraser-lite / ARMOR
+  (flips, rotations, elastic deformation, contrast, gamma, noise, channel shuffle), on image and label together.
+
+The ISS setting of JPEG (Liu et al., 2023) is ``jpeg`` at quality 10.
 
 Adversarial training, the fourth defense of Table 3, changes the training loop instead; see
 :func:`monai_umed.defenses.adversarial.pgd_linf`.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +37,7 @@ from PIL import Image
 from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data.meta_obj import get_track_meta
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform, RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 __all__ = [
@@ -40,13 +48,19 @@ __all__ = [
     "GrayscaleDefensed",
     "JPEGDefense",
     "JPEGDefensed",
+    "MedianDefense",
+    "MedianDefensed",
+    "ResampleDefense",
+    "ResampleDefensed",
+    "augment_defense",
+    "RandChannelShuffled",
     "LUMA_WEIGHTS",
     "gaussian_kernel_1d",
     "get_defense_transform",
 ]
 
 #: Names accepted by :func:`get_defense_transform`.
-DEFENSES: tuple[str, ...] = ("none", "gaussian_blur", "jpeg", "grayscale")
+DEFENSES: tuple[str, ...] = ("none", "gaussian_blur", "jpeg", "grayscale", "median", "downsample_upsample", "augment")
 
 #: ITU-R BT.601 luma weights (R, G, B), as used by PIL's ``convert("L")``; they sum to 1.
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
@@ -194,6 +208,142 @@ class GrayscaleDefense(Transform):
         return out
 
 
+class MedianDefense(Transform):
+    """Median filter defense: each pixel becomes the median of its ``kernel_size`` neighbourhood, per channel, with
+    mirror padding (``d c b | a b c d``), as ``scipy.ndimage.median_filter(mode="mirror")``.
+
+    Input ``[C, *spatial]`` (2 or 3 spatial dims), float on [0, 1]; output of the same shape and type.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, kernel_size: int = 3) -> None:
+        kernel_size = int(kernel_size)
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}.")
+        self.kernel_size = kernel_size
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Median-filter every channel of ``img``."""
+        img, img_t = _as_float_tensor(img)
+        spatial = img_t.ndim - 1
+        if spatial not in (2, 3):
+            raise ValueError(f"expected a channel-first image [C, *spatial] with 2 or 3 spatial dims, got {img_t.shape}.")
+        pad = self.kernel_size // 2
+        if pad == 0:
+            out_t = img_t.clone()
+        else:
+            if min(img_t.shape[1:]) <= pad:
+                raise ValueError(f"mirror padding of {pad} needs every spatial size > {pad}, got {img_t.shape}.")
+            x = F.pad(img_t.unsqueeze(0), [pad] * (2 * spatial), mode="reflect").squeeze(0)
+            for dim in range(1, spatial + 1):
+                x = x.unfold(dim, self.kernel_size, 1)
+            out_t = x.reshape(*img_t.shape, -1).median(dim=-1).values
+        out, *_ = convert_to_dst_type(out_t, dst=img, dtype=out_t.dtype)
+        return out
+
+
+class ResampleDefense(Transform):
+    """Down-sample / up-sample defense: resize by ``scale`` (area averaging, i.e. anti-aliased) and back to the
+    original size (bilinear / trilinear, ``align_corners=False``); what is finer than the coarse grid is lost.
+
+    Input ``[C, *spatial]`` (2 or 3 spatial dims), float on [0, 1]; output of the same shape and type, on [0, 1].
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, scale: float = 0.5) -> None:
+        if not 0 < float(scale) < 1:
+            raise ValueError(f"scale must be in (0, 1), got {scale}.")
+        self.scale = float(scale)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Resample ``img`` down by ``scale`` and back up."""
+        img, img_t = _as_float_tensor(img)
+        spatial = img_t.ndim - 1
+        if spatial not in (2, 3):
+            raise ValueError(f"expected a channel-first image [C, *spatial] with 2 or 3 spatial dims, got {img_t.shape}.")
+        size = img_t.shape[1:]
+        small = [max(1, int(round(s * self.scale))) for s in size]
+        x = F.interpolate(img_t.unsqueeze(0), size=small, mode="area")
+        x = F.interpolate(x, size=list(size), mode="bilinear" if spatial == 2 else "trilinear", align_corners=False)
+        out_t = x.squeeze(0).clamp(0, 1)
+        out, *_ = convert_to_dst_type(out_t, dst=img, dtype=out_t.dtype)
+        return out
+
+
+class RandChannelShuffled(RandomizableTransform, MapTransform):
+    """With probability ``prob``, put the channels of a 3-channel image in a random order (the same order for
+    every key); images with another channel count are left as they are. Part of the ``augment`` defense."""
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.3, allow_missing_keys: bool = False) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.order = np.arange(3)
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self.order = self.R.permutation(3)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            if d[key].shape[0] == 3:
+                d[key] = d[key][torch.as_tensor(self.order)]
+        return d
+
+
+def augment_defense(keys: KeysCollection = "image", label_key: str | None = "label", channels: int | None = None):
+    """The ``augment`` defense: one strong random augmentation recipe with MONAI transforms, applied to 2D training
+    images (and, for the spatial parts, their labels with nearest interpolation) anew in every epoch.
+
+    Recipe (each with its probability): a flip along each axis (0.5 each), an affine transform (rotation up to 15
+    degrees, scaling 0.85-1.15; 0.5), an elastic deformation (0.3), a gamma change (``RandAdjustContrastd``, gamma
+    0.7-1.5; 0.5), intensity scaling (+-10 %; 0.5), Gaussian noise (std 0.03; 0.3), and for 3-channel images a
+    random channel order (:class:`RandChannelShuffled`; 0.3); values are clipped to [0, 1]. It follows UEraser-lite
+    and ARMOR: augmentation strong enough to move or mask a fixed pixel pattern, weak enough to keep the task
+    learnable. The image size is kept.
+
+    Args:
+        keys: the image keys.
+        label_key: the label key that follows the spatial transforms (``None``: images only).
+        channels: image channels (1 leaves the channel shuffle out).
+    """
+    from monai.transforms import (
+        Compose,
+        Rand2DElasticd,
+        RandAdjustContrastd,
+        RandAffined,
+        RandFlipd,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        ScaleIntensityRanged,
+    )
+
+    image_keys = [keys] if isinstance(keys, str) else list(keys)
+    spatial_keys = image_keys + ([label_key] if label_key else [])
+    modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key else [])
+    xforms = [
+        RandFlipd(spatial_keys, prob=0.5, spatial_axis=0),
+        RandFlipd(spatial_keys, prob=0.5, spatial_axis=1),
+        RandAffined(spatial_keys, prob=0.5, rotate_range=np.pi / 12, scale_range=0.15, mode=modes,
+                    padding_mode="border"),
+        Rand2DElasticd(spatial_keys, spacing=16, magnitude_range=(1, 2), prob=0.3, mode=modes, padding_mode="border"),
+        RandAdjustContrastd(image_keys, prob=0.5, gamma=(0.7, 1.5)),
+        RandScaleIntensityd(image_keys, factors=0.1, prob=0.5),
+        RandGaussianNoised(image_keys, prob=0.3, std=0.03),
+    ]
+    if channels != 1:
+        xforms.append(RandChannelShuffled(image_keys, prob=0.3))
+    xforms.append(ScaleIntensityRanged(image_keys, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+    return Compose(xforms)
+
+
 class _DefenseDict(MapTransform):
     """Apply an array defense transform to every key."""
 
@@ -234,6 +384,20 @@ class GrayscaleDefensed(_DefenseDict):
         super().__init__(keys, GrayscaleDefense(), allow_missing_keys)
 
 
+class MedianDefensed(_DefenseDict):
+    """Dictionary version of :class:`MedianDefense` (apply to image keys only, never to labels)."""
+
+    def __init__(self, keys: KeysCollection, kernel_size: int = 3, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, MedianDefense(kernel_size=kernel_size), allow_missing_keys)
+
+
+class ResampleDefensed(_DefenseDict):
+    """Dictionary version of :class:`ResampleDefense` (apply to image keys only, never to labels)."""
+
+    def __init__(self, keys: KeysCollection, scale: float = 0.5, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, ResampleDefense(scale=scale), allow_missing_keys)
+
+
 def get_defense_transform(
     name: str, keys: KeysCollection = "image", allow_missing_keys: bool = False, **kwargs
 ) -> MapTransform | None:
@@ -242,7 +406,10 @@ def get_defense_transform(
     Args:
         name: one of :data:`DEFENSES`: ``"none"`` (returns ``None``), ``"gaussian_blur"``
             (:class:`GaussianBlurDefensed`, kwargs ``kernel_size=3, sigma=0.8``), ``"jpeg"``
-            (:class:`JPEGDefensed`, kwarg ``quality=30``), ``"grayscale"`` (:class:`GrayscaleDefensed`).
+            (:class:`JPEGDefensed`, kwarg ``quality=30``), ``"grayscale"`` (:class:`GrayscaleDefensed`),
+            ``"median"`` (:class:`MedianDefensed`, ``kernel_size=3``), ``"downsample_upsample"``
+            (:class:`ResampleDefensed`, ``scale=0.5``), ``"augment"`` (:func:`augment_defense`, ``label_key="label"``,
+            ``channels``; a ``Compose`` that also moves the labels).
         keys: image keys to transform (labels must not be transformed).
         allow_missing_keys: don't raise for missing keys.
         kwargs: arguments of the defense.
@@ -262,6 +429,12 @@ def get_defense_transform(
         return JPEGDefensed(keys, allow_missing_keys=allow_missing_keys, **kwargs)
     if key == "grayscale":
         return GrayscaleDefensed(keys, allow_missing_keys=allow_missing_keys, **kwargs)
+    if key == "median":
+        return MedianDefensed(keys, allow_missing_keys=allow_missing_keys, **kwargs)
+    if key == "downsample_upsample":
+        return ResampleDefensed(keys, allow_missing_keys=allow_missing_keys, **kwargs)
+    if key == "augment":
+        return augment_defense(keys, **kwargs)
     hint = (
         " 'adversarial_training' is not a data transform but a training-loop defense: train on "
         "monai_umed.defenses.adversarial.pgd_linf(...) examples instead."

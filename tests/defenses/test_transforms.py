@@ -17,6 +17,11 @@ from monai_umed.defenses.transforms import (
     GrayscaleDefensed,
     JPEGDefense,
     JPEGDefensed,
+    MedianDefense,
+    MedianDefensed,
+    RandChannelShuffled,
+    ResampleDefense,
+    ResampleDefensed,
     gaussian_kernel_1d,
     get_defense_transform,
 )
@@ -143,8 +148,8 @@ def test_get_defense_transform():
     assert isinstance(get_defense_transform("grayscale"), GrayscaleDefensed)
     with pytest.raises(ValueError, match="training-loop defense"):
         get_defense_transform("adversarial_training")
-    with pytest.raises(ValueError, match="none, gaussian_blur, jpeg, grayscale"):
-        get_defense_transform("median")
+    with pytest.raises(ValueError, match="none, gaussian_blur, jpeg, grayscale, median, downsample_upsample, augment"):
+        get_defense_transform("bilateral")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -152,3 +157,95 @@ def test_cuda_device_kept():
     img = _smooth_image(3).cuda()
     for t in (GaussianBlurDefense(), JPEGDefense(), GrayscaleDefense()):
         assert t(img).device == img.device
+
+
+# ----------------------------------------------------------------------------------------------- median, resample
+@pytest.mark.parametrize("shape", [(1, 13, 17), (3, 12, 12), (2, 7, 8, 9)])
+def test_median_matches_scipy(shape):
+    img = torch.rand(*shape, dtype=torch.float64)
+    out = MedianDefense()(img)
+    ref = ndimage.median_filter(img.numpy(), size=(1,) + (3,) * (len(shape) - 1), mode="mirror")
+    np.testing.assert_array_equal(out.numpy(), ref)
+
+
+def test_median_removes_salt_and_pepper_keeps_edges():
+    img = torch.zeros(1, 16, 16)
+    img[:, :, 8:] = 1.0
+    noisy = img.clone()
+    noisy[0, 3, 3] = 1.0
+    noisy[0, 10, 12] = 0.0
+    assert torch.equal(MedianDefense()(noisy), img)
+    with pytest.raises(ValueError, match="odd"):
+        MedianDefense(2)
+
+
+def test_resample_is_a_low_pass_that_keeps_the_size():
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    checker = ((yy + xx) % 2).float()[None]  # the finest pattern: gone after x0.5 and back
+    out = ResampleDefense()(checker)
+    assert out.shape == checker.shape and (out - 0.5).abs().max() < 1e-6
+    smooth = _smooth_image(1, 32).double()
+    assert (ResampleDefense()(smooth) - smooth).abs().mean() < 0.03  # a smooth image survives
+    vol = torch.rand(1, 8, 8, 8)
+    assert ResampleDefense()(vol).shape == vol.shape
+    with pytest.raises(ValueError, match="scale"):
+        ResampleDefense(1.0)
+
+
+def test_channel_shuffle_permutes_rgb_only():
+    t = RandChannelShuffled("image", prob=1.0)
+    t.set_random_state(3)
+    rgb = torch.stack([torch.full((4, 4), float(c)) for c in range(3)])
+    out = t({"image": rgb})["image"]
+    assert sorted(out[:, 0, 0].tolist()) == [0.0, 1.0, 2.0]
+    grey = torch.rand(1, 4, 4)
+    assert torch.equal(t({"image": grey})["image"], grey)
+
+
+def test_augment_moves_image_and_label_together():
+    """The spatial parts move image and label alike: a label that marks the bright square still marks it after
+    augmentation; the image changes; a seed reproduces the draw."""
+    img = torch.full((1, 32, 32), 0.2)
+    img[:, 8:20, 10:22] = 0.9
+    label = (img > 0.5).float()
+    aug = get_defense_transform("augment", channels=1)
+    changed = 0
+    for seed in range(8):
+        aug.set_random_state(seed)
+        out = aug({"image": img.clone(), "label": label.clone()})
+        assert out["image"].shape == img.shape and out["label"].shape == label.shape
+        assert set(torch.unique(torch.as_tensor(out["label"])).tolist()) <= {0.0, 1.0}
+        assert float(out["image"].min()) >= 0.0 and float(out["image"].max()) <= 1.0
+        inside = torch.as_tensor(out["image"])[torch.as_tensor(out["label"]) > 0]
+        outside = torch.as_tensor(out["image"])[torch.as_tensor(out["label"]) == 0]
+        assert inside.mean() > outside.mean() + 0.3  # the label still covers the bright square
+        changed += not torch.equal(torch.as_tensor(out["image"]), img)
+        aug.set_random_state(seed)
+        again = aug({"image": img.clone(), "label": label.clone()})
+        assert torch.equal(torch.as_tensor(again["image"]), torch.as_tensor(out["image"]))
+    assert changed >= 6
+
+
+@pytest.mark.parametrize("defense", ["gaussian_blur", "jpeg", "grayscale", "median", "downsample_upsample", "augment"])
+def test_each_defense_changes_the_exploiters_training_images(tmp_path, defense):
+    """Through the exploiter's own training pipeline: the defended training batch differs from the undefended one
+    (a defense that silently does nothing would make every robustness number meaningless), and the labels are
+    unchanged unless the defense moves them with the image (augment)."""
+    from monai_umed.apps.exploit import exploit_defense, exploit_transforms
+    from monai_umed.data import make_synthetic_dataset
+
+    ds = make_synthetic_dataset(tmp_path / "ds", num_images=1, size=(32, 32), channels=3)
+    item = {"image": str(ds / "images" / "synthetic_000.png"), "label": str(ds / "masks" / "synthetic_000.png"),
+            "name": "a"}
+    plain = exploit_transforms(32, 3)(dict(item))
+    _, tf = exploit_defense(defense, jpeg_quality=10)
+    pipeline = exploit_transforms(32, 3, tf)
+    pipeline.set_random_state(1)
+    outs = [pipeline(dict(item)) for _ in range(4)]
+    assert all(o["image"].shape == plain["image"].shape for o in outs)
+    assert any(not torch.allclose(o["image"], plain["image"]) for o in outs)
+    if defense != "augment":
+        assert all(torch.equal(o["label"], plain["label"]) for o in outs)
+        assert all(torch.equal(o["image"], outs[0]["image"]) for o in outs)  # deterministic
+    if defense == "jpeg":  # a real JPEG round trip: 8-bit values and blocking, not a no-op
+        assert torch.allclose(outs[0]["image"] * 255, (outs[0]["image"] * 255).round(), atol=1e-4)
