@@ -81,3 +81,34 @@ def write_two_classes(root: Path, n: int = 10, size: int = 32) -> Path:
 def two_classes():
     """:func:`write_two_classes`: masks with values 0/1/2 (two foreground classes)."""
     return write_two_classes
+
+
+def write_volumes(root: Path, n: int = 8, shape: tuple[int, int, int] = (20, 24, 18), seed: int = 0) -> Path:
+    """3D NIfTI volumes (float32) with a bright ball (label 1) and a dimmer one (label 2), ``v/i<k>.nii.gz`` and
+    ``v/l<k>.nii.gz``, plus ``split.json`` (the last quarter as test cases)."""
+    import json
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(seed)
+    (root / "v").mkdir(parents=True)
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    entries = []
+    for i in range(n):
+        lab = np.zeros(shape, np.uint8)
+        c = rng.integers(6, 11, 3)
+        lab[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 16] = 1
+        lab[(zz - c[0] - 5) ** 2 + (yy - c[1] - 6) ** 2 + (xx - c[2] - 4) ** 2 <= 9] = 2
+        img = rng.random(shape).astype(np.float32) * 0.2 + (lab == 1) * 0.8 + (lab == 2) * 0.4
+        nib.save(nib.Nifti1Image(img.astype(np.float32), np.eye(4)), root / "v" / f"i{i}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), root / "v" / f"l{i}.nii.gz")
+        entries.append({"image": f"v/i{i}.nii.gz", "label": f"v/l{i}.nii.gz"})
+    k = n - max(1, n // 4)
+    (root / "split.json").write_text(json.dumps({"training": entries[:k], "test": entries[k:]}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def volumes():
+    """:func:`write_volumes`: a tiny 3D two-class dataset with its split."""
+    return write_volumes
