@@ -11,6 +11,8 @@ from monai_umed.apps.protect import (
     check_image_size,
     check_schedule,
     dataset_classes,
+    image_spatial_dims,
+    training_size,
     infer_channels,
     latest_checkpoint,
     parse_epsilon,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ __all__ = [
     "resolve_dataset",
     "infer_channels",
     "dataset_classes",
-    "require_images",
+    "image_spatial_dims",
+    "training_size",
     "umed_transforms",
     "latest_checkpoint",
     "as_bool",
@@ -106,7 +107,6 @@ def resolve_dataset(
     if not synthetic:  # the embedded dataset is generated inside the output folder on purpose
         check_output_dir(dataset_dir or _common_folder(items) or root, output_dir)
     report = validate_datalist(items, dataset_dir=root)
-    require_images(report, "protect")
     if not items:
         raise UserInputError(f"no images found in {dataset_dir or datalist}.")
     if len(report.empty_masks) == len(items):
@@ -119,18 +119,27 @@ def resolve_dataset(
     return items, root
 
 
-def require_images(report: Any, job: str) -> None:
-    """Refuse a dataset of 3D volumes (``report`` from :func:`monai_umed.data.validate_datalist`) before any work.
+def image_spatial_dims(items: Sequence[Mapping]) -> int:
+    """2 for a dataset of images, 3 for volumes (from its first image; :func:`monai_umed.data.validate_datalist`
+    refuses datasets that mix them)."""
+    return read_raw(items[0]["image"]).spatial_ndim if items else 2
 
-    Raises:
-        UserInputError: the dataset holds 3D volumes; the message names one and the job.
-    """
-    if report.spatial_dims == 3:
-        raise UserInputError(
-            f"{report.volumes[0]} is a 3D volume ({len(report.volumes)} in the dataset): {job} works on 2D images in "
-            "this version. 3D NIfTI volumes are read and validated, but the 3D networks, patch training and "
-            "sliding-window application are not implemented yet; nothing was written."
-        )
+
+def training_size(image_size: int | Sequence[int], spatial_dims: int, volume_size: int | Sequence[int] | None = None,
+                  device: Any = "cpu") -> tuple[int, ...]:
+    """The size the networks train at: ``image_size`` for 2D images (an int: a square); for volumes
+    ``volume_size`` (an int: a cube), by default 64 on CUDA and 32 on the CPU. Volumes are resized to it for
+    training like images are (the perturbation is computed at it and brought to each file's grid)."""
+    if int(spatial_dims) == 2:
+        size = image_size
+    else:
+        size = volume_size if volume_size is not None else (64 if torch.device(device).type == "cuda" else 32)
+    if isinstance(size, (int, float, str)):
+        try:
+            return (int(size),) * int(spatial_dims)
+        except ValueError:
+            raise UserInputError(f"the training size must be an integer or one integer per axis, got {size!r}.") from None
+    return tuple(int(s) for s in size)
 
 
 def _grey_channels(array: np.ndarray) -> bool:
@@ -262,7 +271,7 @@ def check_image_size(image_size: int | Sequence[int], *strides: Sequence[int]) -
     try:
         size = tuple(int(s) for s in size)
     except (TypeError, ValueError):
-        raise UserInputError(f"--image_size must be an integer or a pair of integers, got {image_size!r}.") from None
+        raise UserInputError(f"--image_size must be an integer or one integer per axis, got {image_size!r}.") from None
     multiple = 1
     for stride_list in strides:
         multiple = math.lcm(multiple, math.prod(int(s) for s in stride_list))
@@ -378,8 +387,12 @@ def build_protector(
         raise UserInputError(f"--protector {name!r}: unknown; choose one of {', '.join(sorted(PROTECTORS))}.")
     if name == "umed":
         return umed
-    options = {k: v for k, v in (options or {}).items() if k not in BASELINE_FIT_DEFAULTS.get(name, {})}
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2:
+        raise UserInputError(
+            f"--protector {name!r} works on 2D images only; this dataset holds 3D volumes (UMed protects both)."
+        )
+    options = {k: v for k, v in (options or {}).items() if k not in BASELINE_FIT_DEFAULTS.get(name, {})}
     try:
         if name in ("em", "tap", "sep"):
             return PROTECTORS[name](list(keys), channels, size, epsilon=epsilon, **options)

@@ -89,7 +89,7 @@ def quantize_protected(raw: RawImage, delta: np.ndarray, epsilon: float) -> tupl
     lo, hi = intensity_range(file_values(raw)[..., :-1] if raw.has_alpha else file_values(raw))
     bound = float(epsilon) * (hi - lo)
     d = np.asarray(delta, dtype=np.float64) * (hi - lo)
-    d = d[0] if colour.ndim == 2 else np.moveaxis(d, 0, -1)
+    d = d[0] if colour.ndim == raw.spatial_ndim else np.moveaxis(d, 0, -1)
     slope, inter = raw.slope, raw.inter
     s_lo, s_hi = sorted(((lo - inter) / slope, (hi - inter) / slope))
     stored = colour.astype(np.float64)
@@ -105,7 +105,7 @@ def quantize_protected(raw: RawImage, delta: np.ndarray, epsilon: float) -> tupl
         q = 0.0
         out = np.clip(stored + np.clip(d, -bound, bound) / slope, s_lo, s_hi).astype(colour.dtype)
     if alpha is not None:
-        out = np.concatenate([out if out.ndim == 3 else out[..., None], alpha[..., None]], axis=-1)
+        out = np.concatenate([out if out.ndim == raw.spatial_ndim + 1 else out[..., None], alpha[..., None]], axis=-1)
     return np.ascontiguousarray(out), bound, q
 
 
@@ -116,7 +116,7 @@ def check_written(
 
     Checks: same layout and dtype (and NIfTI scaling); ``max |written - original| <= bound`` (plus 1e-6 quanta,
     see :func:`quantize_protected`, and for float values four float spacings of the largest magnitude);
-    no pixel outside ``allowed`` (``(H, W)`` bool) changed in any channel.
+    no pixel (voxel) outside ``allowed`` (the spatial shape, bool) changed in any channel.
 
     Returns:
         ``(l-inf in value units, written colour values as float64 in the file layout)``.
@@ -137,7 +137,7 @@ def check_written(
     linf = float(diff.max()) if diff.size else 0.0
     if not linf <= bound + tol:
         raise RuntimeError(f"{raw.path}: written l-inf {linf} exceeds the bound {bound}; not written.")
-    changed = diff.max(axis=-1) > 0 if diff.ndim == 3 else diff > 0
+    changed = diff.max(axis=-1) > 0 if diff.ndim > raw.spatial_ndim else diff > 0
     outside = changed & ~np.asarray(allowed, dtype=bool)
     if outside.any():
         raise RuntimeError(f"{raw.path}: {int(outside.sum())} pixels outside the contour band and ROI changed; not written.")
@@ -313,7 +313,9 @@ class ProtectedDatasetWriter:
         lo, hi = intensity_range(file_values(raw)[..., :-1] if raw.has_alpha else file_values(raw))
         colour = values[..., :-1] if raw.has_alpha else values
         written_unit = ((colour - lo) / (hi - lo)).astype(np.float32)
-        written_unit = written_unit[None] if written_unit.ndim == 2 else np.ascontiguousarray(np.moveaxis(written_unit, -1, 0))
+        written_unit = (
+            written_unit[None] if written_unit.ndim == raw.spatial_ndim else np.ascontiguousarray(np.moveaxis(written_unit, -1, 0))
+        )
         metrics = invisibility_metrics(torch.as_tensor(unit), torch.as_tensor(written_unit))
         masks = []
         for m_src, m_rel in zip(label_paths(item["label"]), item["label_rel"]):

@@ -56,8 +56,9 @@ def plain(t: torch.Tensor) -> torch.Tensor:
 
 def native_band_width(width: int, train_shape: Sequence[int], native_shape: Sequence[int]) -> int:
     """The contour band width on a file's native grid: the training width scaled by the linear size ratio
-    ``sqrt(native_pixels / train_pixels)``, so the band covers the same fraction of the object."""
-    ratio = math.sqrt(float(np.prod(native_shape)) / float(np.prod(train_shape)))
+    ``(native_pixels / train_pixels) ** (1 / d)`` (``d`` spatial dims: the square root for images, the cube root
+    for volumes), so the band covers the same fraction of the object."""
+    ratio = (float(np.prod(native_shape)) / float(np.prod(train_shape))) ** (1.0 / len(native_shape))
     return max(1, int(round(width * ratio)))
 
 

@@ -125,20 +125,19 @@ def _msd_volumes(root, n=3):
     return root
 
 
-def test_volumes_are_refused_before_any_work(tmp_path):
-    """A 3D dataset (MSD layout) is read and validated -- classes per voxel, 3D sizes -- and then refused by the jobs
-    with a message naming a volume, before anything is written."""
-    from monai_umed.apps import resolve_dataset
+def test_volumes_are_read_as_3d(tmp_path):
+    """An MSD-layout dataset of volumes: classes per voxel, 3D sizes, the networks' training size a cube."""
+    from monai_umed.apps import image_spatial_dims, resolve_dataset, training_size
     from monai_umed.data import datalist_from_json, validate_datalist
 
     root = _msd_volumes(tmp_path / "msd")
     items = datalist_from_json(root / "dataset.json", dataset_dir=root, key="training")
     report = validate_datalist(items)
     assert report.spatial_dims == 3 and len(report.volumes) == 3 and report.label_values == [0, 1, 2]
-    out = tmp_path / "out"
-    with pytest.raises(UserInputError, match=r"v_0.nii.gz is a 3D volume \(3 in the dataset\): protect works on 2D"):
-        resolve_dataset(None, str(root / "dataset.json"), str(out))
-    assert not out.exists() or not any(out.iterdir())
+    resolved, _ = resolve_dataset(None, str(root / "dataset.json"), str(tmp_path / "out"))
+    assert image_spatial_dims(resolved) == 3
+    assert training_size(96, 3) == (32, 32, 32) and training_size(96, 3, 48, "cuda") == (48, 48, 48)
+    assert training_size(96, 2) == (96, 96) and training_size([64, 80], 2) == (64, 80)
 
 
 def test_a_dataset_is_2d_or_3d(tmp_path):

@@ -72,3 +72,10 @@ def test_bad_shapes_are_named():
         p.native_delta(torch.rand(1, 32, 32), torch.zeros(1, 32, 32), "grey")
     with pytest.raises(ValueError, match="does not match"):
         p.native_delta(torch.rand(3, 32, 32), torch.zeros(1, 16, 32), "mask")
+
+
+def test_native_band_width_scales_linearly_in_2d_and_3d():
+    assert native_band_width(3, (96, 96), (192, 192)) == 6
+    assert native_band_width(3, (32, 32, 32), (64, 64, 64)) == 6  # the cube root of the voxel ratio
+    assert native_band_width(3, (32, 32, 32), (20, 24, 18)) == 2
+    assert native_band_width(1, (96, 96), (10, 10)) == 1  # never below one pixel
