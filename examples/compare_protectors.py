@@ -115,6 +115,7 @@ def parse_extra(items: list[str]) -> dict[str, list[str]]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset_dir", required=True, help="dataset folder")
+    p.add_argument("--stems", default=None, help="optional text file with one case stem per line (the split's cases)")
     p.add_argument("--output_dir", required=True, help="comparison folder (must not be inside the dataset)")
     p.add_argument("--variants", default="table1", help="comma list of variants and groups (table1, table5)")
     p.add_argument("--extra", action="append", default=[], help='VARIANT=ARGS, e.g. "sep=--pgd_steps 50"')
@@ -237,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
     split_cmd = bundle_command(
         "split", "split.json",
-        {"dataset_dir": dataset, "output_file": split_file, "test_fraction": args.test_fraction, "seed": args.seed},
+        {"dataset_dir": dataset, "output_file": split_file, "test_fraction": args.test_fraction, "seed": args.seed,
+         "stems": str(Path(args.stems).resolve()) if args.stems else None},
     )
     split_data = read_json(split_file)
     rerun = step("split", split_cmd, isinstance(split_data, dict) and "training" in split_data)
