@@ -27,6 +27,11 @@ Supported layouts:
   ``Original``/``Ground Truth``.
 * ``"busi"`` (BUSI as published): ``<class>/<name>.png`` beside ``<class>/<name>_mask.png`` and extra lesion
   masks ``<name>_mask_1.png``, ``<name>_mask_2.png``, ...
+* ``"nnunet"`` (nnU-Net v2 raw datasets): ``imagesTr/{CASE}_{XXXX}{file_ending}`` (one file per channel,
+  ``XXXX`` the channel index) and ``labelsTr/{CASE}{file_ending}``, described by ``dataset.json``
+  (``channel_names``, ``labels``, ``file_ending``); :func:`datalist_from_nnunet`. An MSD dataset
+  (``imagesTr/`` + ``labelsTr/`` with equal names) is a ``"folders"`` layout, and its ``dataset.json`` a JSON
+  datalist.
 * a MONAI / Medical Segmentation Decathlon JSON datalist (:func:`datalist_from_json`).
 """
 
@@ -54,6 +59,7 @@ __all__ = [
     "find_orphans",
     "datalist_from_folders",
     "datalist_from_busi",
+    "datalist_from_nnunet",
     "datalist_from_json",
     "read_stems",
     "select_stems",
@@ -76,7 +82,8 @@ BUSI_MASK_PATTERN = re.compile(r"^(?P<name>.+)_mask(?:_(?P<index>\d+))?$")
 _JUNK_FILES = frozenset({"thumbs.db", "desktop.ini"})
 _SUPPORTED_TEXT = "'folders' (images/ + masks/ paired by file stem; also " + ", ".join(
     f"{a}/ + {b}/" for a, b in FOLDER_PAIRS[1:]
-) + "), 'busi' (<class>/<name>.png beside <name>_mask.png[, <name>_mask_1.png ...]), or a JSON datalist (datalist=...)"
+) + "), 'busi' (<class>/<name>.png beside <name>_mask.png[, <name>_mask_1.png ...]), 'nnunet' (nnU-Net v2: " \
+    "imagesTr/<case>_0000<ending> + labelsTr/<case><ending> + dataset.json), or a JSON datalist (datalist=...)"
 
 
 class DatasetError(UserInputError):
@@ -191,14 +198,30 @@ def _busi_class_dirs(root: str) -> list[str]:
     return found
 
 
+def _nnunet_description(root: str) -> dict | None:
+    """The ``dataset.json`` of an nnU-Net v2 raw dataset in ``root`` (it has ``file_ending`` and ``channel_names``),
+    or ``None``."""
+    path = os.path.join(root, "dataset.json")
+    if not (os.path.isdir(os.path.join(root, "imagesTr")) and os.path.isdir(os.path.join(root, "labelsTr"))):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            desc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return desc if isinstance(desc, dict) and "file_ending" in desc and "channel_names" in desc else None
+
+
 def detect_layout(dataset_dir: PathLike) -> str:
-    """Which layout ``dataset_dir`` has: ``"folders"`` or ``"busi"`` (see the module docstring).
+    """Which layout ``dataset_dir`` has: ``"nnunet"``, ``"folders"`` or ``"busi"`` (see the module docstring).
 
     Raises:
         DatasetError: the folder is missing, or its layout is not one of the supported ones (the message
             lists them).
     """
     root = _require_dir(dataset_dir)
+    if _nnunet_description(root) is not None:
+        return "nnunet"
     if _folder_pair(root) is not None:
         return "folders"
     if _busi_class_dirs(root):
@@ -259,6 +282,52 @@ def datalist_from_folders(dataset_dir: PathLike, image_dir: str = "images", mask
     root = _require_dir(dataset_dir)
     entries, problems = _scan_folders(root, image_dir, mask_dir)
     return _finish(entries, root, "folders", problems)
+
+
+def datalist_from_nnunet(dataset_dir: PathLike) -> Datalist:
+    """Datalist of an nnU-Net v2 raw dataset: every ``labelsTr/{CASE}{file_ending}`` with its image
+    ``imagesTr/{CASE}_0000{file_ending}``; ``name`` is ``CASE``.
+
+    Datasets with several channels (one image file per channel, ``channel_names`` with more than one entry) are
+    reported as a layout problem (not supported yet); so are a label without its image and an image without its
+    label.
+
+    Raises:
+        DatasetError: the folder is not an nnU-Net v2 raw dataset.
+    """
+    root = _require_dir(dataset_dir)
+    desc = _nnunet_description(root)
+    if desc is None:
+        raise DatasetError(f"{root} is not an nnU-Net v2 raw dataset (imagesTr/, labelsTr/, dataset.json with "
+                           "'file_ending' and 'channel_names')")
+    ending = str(desc["file_ending"])
+    channels = len(desc.get("channel_names") or {})
+    problems: list[str] = []
+    if channels != 1:
+        problems.append(
+            f"{os.path.join(root, 'dataset.json')}: {channels} channels per case (channel_names "
+            f"{desc.get('channel_names')}); nnU-Net datasets with one file per channel are not supported yet, "
+            "only single-channel ones"
+        )
+        return _finish([], root, "nnunet", problems)
+    idir, ldir = os.path.join(root, "imagesTr"), os.path.join(root, "labelsTr")
+    images = {n[: -len(ending)]: n for n in _listing(idir) if n.endswith(ending)}
+    entries = []
+    cases = set()
+    for name in _listing(ldir):
+        if not name.endswith(ending):
+            continue
+        case = name[: -len(ending)]
+        cases.add(case)
+        image = images.get(f"{case}_0000")
+        if image is None:
+            problems.append(f"{os.path.join(ldir, name)}: label has no image (no imagesTr/{case}_0000{ending} in {root})")
+            continue
+        entries.append(_entry(os.path.join(idir, image), [os.path.join(ldir, name)], root, case))
+    for stem, name in images.items():
+        if not stem.endswith("_0000") or stem[:-5] not in cases:
+            problems.append(f"{os.path.join(idir, name)}: image has no label (no labelsTr/{stem[:-5]}{ending} in {root})")
+    return _finish(entries, root, "nnunet", problems)
 
 
 def _scan_busi(root: str, classes: Iterable[str] | None) -> tuple[list[dict], list[str]]:
@@ -424,6 +493,8 @@ def find_orphans(dataset_dir: PathLike, image_dir: str | None = None, mask_dir: 
     if image_dir is not None or mask_dir is not None:
         return _scan_folders(root, image_dir or "images", mask_dir or "masks")[1]
     layout = detect_layout(root)
+    if layout == "nnunet":
+        return list(datalist_from_nnunet(root).problems)
     if layout == "folders":
         return _scan_folders(root, *_folder_pair(root))[1]
     return _scan_busi(root, None)[1]
@@ -493,7 +564,9 @@ def load_datalist(
         )
     else:
         layout = detect_layout(dataset_dir)
-        if layout == "folders":
+        if layout == "nnunet":
+            dl = datalist_from_nnunet(dataset_dir)
+        elif layout == "folders":
             dl = datalist_from_folders(dataset_dir, *_folder_pair(os.path.abspath(dataset_dir)))
         else:
             dl = datalist_from_busi(dataset_dir)

@@ -237,3 +237,37 @@ def test_shared_busi_224_stems(shared_data):
     assert len(dl) == 647 and dl.problems == []
     assert not any(e["name"].startswith("normal") for e in dl)
     assert len(load_datalist(root)) == 780
+
+
+def _nnunet(root, cases=("la_003", "la_004", "la_007"), channels=1):
+    import nibabel as nib
+
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for c in cases:
+        lab = np.zeros((10, 12, 8), np.uint8)
+        lab[3:6, 3:6, 2:5] = 1
+        for k in range(channels):
+            nib.save(nib.Nifti1Image(np.random.default_rng(0).random((10, 12, 8)).astype(np.float32), np.eye(4)),
+                     root / "imagesTr" / f"{c}_{k:04d}.nii.gz")
+        nib.save(nib.Nifti1Image(lab, np.eye(4)), root / "labelsTr" / f"{c}.nii.gz")
+    names = {str(k): f"mod{k}" for k in range(channels)}
+    (root / "dataset.json").write_text(json.dumps({"channel_names": names, "labels": {"background": 0, "atrium": 1},
+                                                   "numTraining": len(cases), "file_ending": ".nii.gz"}))
+    return root
+
+
+def test_nnunet_v2_layout(tmp_path):
+    from monai_umed.data import datalist_from_nnunet, detect_layout, load_datalist, validate_datalist
+
+    root = _nnunet(tmp_path / "Dataset002_Heart")
+    assert detect_layout(root) == "nnunet"
+    dl = load_datalist(dataset_dir=root)
+    assert [e["name"] for e in dl] == ["la_003", "la_004", "la_007"] and not dl.problems
+    assert dl[0]["image_rel"] == "imagesTr/la_003_0000.nii.gz" and dl[0]["label_rel"] == ["labelsTr/la_003.nii.gz"]
+    assert validate_datalist(dl, dataset_dir=root).spatial_dims == 3
+    (root / "labelsTr" / "la_009.nii.gz").write_bytes((root / "labelsTr" / "la_003.nii.gz").read_bytes())
+    problems = datalist_from_nnunet(root).problems
+    assert any("la_009.nii.gz: label has no image" in p for p in problems)
+    multi = _nnunet(tmp_path / "Dataset001_BrainTumour", channels=2)
+    assert any("2 channels per case" in p and "not supported yet" in p for p in datalist_from_nnunet(multi).problems)
