@@ -11,7 +11,10 @@ CLEAN test images; one exploiter trained on the clean training images gives the 
    (``<output_dir>/<variant>/exploit/``).
 
 Then ``table.md`` (one row per variant: DSC / Jaccard at the final epoch, best DSC over the epochs with its epoch,
-PSNR / SSIM of the written files, protect wall time, the commands) and ``table.csv``. ``--reuse`` skips every step
+PSNR / SSIM of the written files, protect wall time, the commands) and ``table.csv``. With ``--defenses`` (e.g.
+``none,jpeg,gaussian_blur,median,downsample_upsample,augment``) every exploiter run is repeated under each defense
+(the clean reference too), and ``table.md`` gains the matrix rows = defenses x columns = clean and the variants
+(final / best DSC), also as ``matrix.csv`` and ``heatmap.png``. ``--reuse`` skips every step
 whose outputs exist and whose command is unchanged, so an interrupted comparison resumes.
 
 Variants (``--variants``, a comma list; ``table1`` and ``table5`` expand to the paper's rows):
@@ -122,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--protect_args", default="", help="arguments added to every protect command")
     p.add_argument("--image_size", type=int, default=96, help="training size of the trained protectors and exploiters")
     p.add_argument("--exploiter", default="unet")
+    p.add_argument("--defenses", default="none", help="comma list of exploiter defenses (a matrix when not only none)")
+    p.add_argument("--jpeg_quality", type=int, default=30, help="quality of the jpeg defense (10: the ISS setting)")
     p.add_argument("--max_epochs", type=int, default=30, help="exploiter epochs")
     p.add_argument("--batch_size", type=int, default=16, help="exploiter batch size")
     p.add_argument("--exploiter_lr", type=float, default=1e-3)
@@ -132,6 +137,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reuse", action="store_true", help="skip steps whose outputs exist (resume)")
     p.add_argument("--quiet", action="store_true", help="do not echo the steps' output (it is still logged)")
     args = p.parse_args(argv)
+    from monai_umed.apps import EXPLOIT_DEFENSES
+
+    args.defense_list = comma_list(args.defenses)
+    bad = [d for d in args.defense_list if d not in EXPLOIT_DEFENSES]
+    if bad or not args.defense_list:
+        p.error(f"--defenses: unknown {bad or 'empty list'}; valid: {', '.join(EXPLOIT_DEFENSES)}")
     try:
         args.variant_list = expand_variants(args.variants)
         args.extra_args = parse_extra(args.extra)
@@ -154,8 +165,11 @@ def protect_command(args: argparse.Namespace, variant: str, dataset: Path, split
     return bundle_command("protect", config, overrides, tail)
 
 
-def exploit_command(args: argparse.Namespace, dataset: Path, split: Path, train_dir: Path | None, out: Path) -> list[str]:
-    """The bundle ``train_exploiter`` command, trained on ``train_dir`` (clean when ``None``), clean test set."""
+def exploit_command(
+    args: argparse.Namespace, dataset: Path, split: Path, train_dir: Path | None, out: Path, defense: str = "none"
+) -> list[str]:
+    """The bundle ``train_exploiter`` command, trained on ``train_dir`` (clean when ``None``) under ``defense``,
+    scored on the clean test set."""
     return bundle_command(
         "train_exploiter",
         "train_exploiter.json",
@@ -164,12 +178,78 @@ def exploit_command(args: argparse.Namespace, dataset: Path, split: Path, train_
             "exploiter": args.exploiter, "image_size": args.image_size, "max_epochs": args.max_epochs,
             "batch_size": args.batch_size, "lr": args.exploiter_lr, "seed": args.seed,
             "device": None if args.device == "auto" else args.device, "progress": False,
+            "defense": None if defense == "none" else defense,
+            "jpeg_quality": args.jpeg_quality if defense == "jpeg" else None,
         },
     )
 
 
-def write_tables(out: Path, args: argparse.Namespace, rows: list[dict], clean: dict, commands: list[str]) -> None:
-    """``table.md`` and ``table.csv`` (atomic writes)."""
+def run_name(base: str, defense: str) -> str:
+    """Folder / step name of an exploiter run: ``base`` without a defense, ``base_<defense>`` with one."""
+    return base if defense == "none" else f"{base}_{defense}"
+
+
+def write_matrix(out: Path, args: argparse.Namespace, matrix: dict[tuple[str, str], dict]) -> list[str]:
+    """``matrix.csv`` (one row per defense and column) and ``heatmap.png`` (final DSC, rows defenses, columns clean
+    and the variants); returns the markdown table."""
+    columns = ["clean", *args.variant_list]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["defense", "column", "dsc", "dsc_best", "dsc_best_epoch", "jaccard"])
+    for d in args.defense_list:
+        for c in columns:
+            m = matrix.get((d, c)) or {}
+            w.writerow([d, c, *["" if m.get(k) is None else m[k] for k in ("dsc", "dsc_best", "dsc_best_epoch", "jaccard")]])
+    atomic_write_text(out / "matrix.csv", buf.getvalue())
+    lines = [
+        "## DSC under each defense (final / best epoch)",
+        "",
+        "Rows: the exploiter's defense on its training images; columns: the training data (clean, or a variant's "
+        "protected files). Lower is better protection; the clean column is what the defense costs on clean data.",
+        "",
+        "| defense | " + " | ".join(columns) + " |",
+        "| --- |" + " --- |" * len(columns),
+    ]
+    for d in args.defense_list:
+        cells = []
+        for c in columns:
+            m = matrix.get((d, c)) or {}
+            cells.append(f"{fmt(m.get('dsc'), 3)} / {fmt(m.get('dsc_best'), 3)}")
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    _heatmap(out / "heatmap.png", args.defense_list, columns, matrix)
+    return lines + ["", "![final DSC](heatmap.png)"]
+
+
+def _heatmap(path: Path, rows: list[str], columns: list[str], matrix: dict[tuple[str, str], dict]) -> None:
+    """A heat-map of the final DSC (white 0 -> red 1) with the values written in the cells, saved atomically."""
+    from PIL import Image, ImageDraw
+
+    from monai_umed.utils import atomic_write_bytes
+
+    cw, ch, left, top = 110, 28, 170, 36
+    img = Image.new("RGB", (left + cw * len(columns), top + ch * len(rows)), "white")
+    draw = ImageDraw.Draw(img)
+    for j, c in enumerate(columns):
+        draw.text((left + j * cw + 4, 10), c[:16], fill="black")
+    for i, d in enumerate(rows):
+        draw.text((4, top + i * ch + 8), d[:24], fill="black")
+        for j, c in enumerate(columns):
+            v = (matrix.get((d, c)) or {}).get("dsc")
+            x0, y0 = left + j * cw, top + i * ch
+            colour = (230, 230, 230) if v is None else (255, int(255 * (1 - v)), int(255 * (1 - v)))
+            draw.rectangle([x0, y0, x0 + cw - 2, y0 + ch - 2], fill=colour)
+            draw.text((x0 + 8, y0 + 8), "n/a" if v is None else f"{v:.3f}", fill="black")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_tables(
+    out: Path, args: argparse.Namespace, rows: list[dict], clean: dict, commands: list[str],
+    matrix: dict[tuple[str, str], dict] | None = None,
+) -> None:
+    """``table.md`` and ``table.csv`` (atomic writes); with defenses other than ``none``, also the defense matrix
+    (:func:`write_matrix`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
@@ -201,6 +281,8 @@ def write_tables(out: Path, args: argparse.Namespace, rows: list[dict], clean: d
             f"{fmt(r.get('dsc_best'), 3)} ({r.get('dsc_best_epoch')}) | {psnr} / {fmt(r.get('ssim'), 4)} | "
             f"{'n/a' if t is None else f'{t:.0f} s'} |"
         )
+    if matrix is not None and args.defense_list != ["none"]:
+        lines += [""] + write_matrix(out, args, matrix)
     lines += ["", "## Commands", ""] + [f"- `{c}`" for c in commands]
     lines += ["", f"Comparison command: `{shlex.join(['python', *sys.argv])}`", ""]
     atomic_write_text(out / "table.md", "\n".join(lines))
@@ -244,10 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     split_data = read_json(split_file)
     rerun = step("split", split_cmd, isinstance(split_data, dict) and "training" in split_data)
 
-    clean_dir = out / "clean"
-    cmd = exploit_command(args, dataset, split_file, None, clean_dir)
-    step("clean", cmd, not rerun and (clean_dir / "metrics.json").is_file())
-    clean = metrics_of(clean_dir)
+    matrix: dict[tuple[str, str], dict] = {}
+    for d in args.defense_list:
+        clean_dir = out / run_name("clean", d)
+        cmd = exploit_command(args, dataset, split_file, None, clean_dir, d)
+        step(run_name("clean", d), cmd, not rerun and (clean_dir / "metrics.json").is_file())
+        matrix[(d, "clean")] = metrics_of(clean_dir)
+    clean = matrix.get(("none", "clean"), {})
 
     rows: list[dict] = []
     for variant in args.variant_list:
@@ -255,9 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd = protect_command(args, variant, dataset, split_file, protect_dir)
         ran = step(f"{variant}.protect", cmd, not rerun and protect_complete(protect_dir),
                    before=lambda d=protect_dir: move_aside(d))
+        for d in args.defense_list:
+            run_dir = out / variant / run_name("exploit", d)
+            cmd = exploit_command(args, dataset, split_file, protect_dir / "protected", run_dir, d)
+            step(f"{variant}.{run_name('exploit', d)}", cmd, not (rerun or ran) and (run_dir / "metrics.json").is_file())
+            matrix[(d, variant)] = metrics_of(run_dir)
         exploit_dir = out / variant / "exploit"
-        cmd = exploit_command(args, dataset, split_file, protect_dir / "protected", exploit_dir)
-        step(f"{variant}.exploit", cmd, not (rerun or ran) and (exploit_dir / "metrics.json").is_file())
         summary = (read_json(protect_dir / "manifest.json") or {}).get("summary") or {}
         rows.append({
             "variant": variant, "description": VARIANTS[variant][3], **metrics_of(exploit_dir),
@@ -265,8 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             "protect_seconds": steps.seconds(f"{variant}.protect"),
             "exploit_seconds": steps.seconds(f"{variant}.exploit"),
         })
-        write_tables(out, args, rows, clean, commands)  # a partial table after every variant
-    write_tables(out, args, rows, clean, commands)
+        write_tables(out, args, rows, clean, commands, matrix)  # a partial table after every variant
+    write_tables(out, args, rows, clean, commands, matrix)
     log(f"done in {time.perf_counter() - t_start:.1f} s: {out / 'table.md'}")
     return 0
 

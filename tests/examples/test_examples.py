@@ -212,3 +212,35 @@ def test_compare_protectors_end_to_end(tmp_path):
     assert "'--perturbator_args#parts' texture" in table  # the exact commands are in the table
     proc = subprocess.run(cmd + ["--reuse"], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0 and proc.stdout.count("... reused") == 6, proc.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_compare_protectors_defense_matrix(tmp_path):
+    """``--defenses``: every exploiter run under each defense, clean reference included; the matrix in table.md,
+    matrix.csv and heatmap.png; the runs without a defense keep their names (a reuse of an earlier comparison)."""
+    ds = make_synthetic_dataset(tmp_path / "ds", num_images=10, size=(32, 32))
+    out = tmp_path / "cmp"
+    cmd = [
+        sys.executable, str(EXAMPLES / "compare_protectors.py"), "--dataset_dir", str(ds), "--output_dir", str(out),
+        "--variants", "lsp", "--image_size", "32", "--max_epochs", "1", "--quiet",
+        "--defenses", "none,median,jpeg", "--jpeg_quality", "10",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(out / "matrix.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["defense"], r["column"]) for r in rows] == [
+        (d, c) for d in ("none", "median", "jpeg") for c in ("clean", "lsp")
+    ]
+    assert all(0.0 <= float(r["dsc"]) <= 1.0 for r in rows)
+    for run in ("clean", "clean_median", "clean_jpeg", "lsp/exploit", "lsp/exploit_median", "lsp/exploit_jpeg"):
+        metrics = json.loads((out / run / "metrics.json").read_text())
+        assert metrics["defense"] == (run.split("_")[-1] if "_" in run else "none"), run
+    assert json.loads((out / "lsp" / "exploit_jpeg" / "metrics.json").read_text())["defense_params"] == {"quality": 10}
+    table = (out / "table.md").read_text()
+    assert "## DSC under each defense" in table and "| median |" in table and "| jpeg |" in table
+    with Image.open(out / "heatmap.png") as img:
+        assert img.width > 200 and img.height > 80
+    bad = subprocess.run([*cmd[:-4], "--defenses", "none,blur"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--defenses: unknown ['blur']" in bad.stderr
