@@ -38,6 +38,7 @@ __all__ = [
     "dataset_classes",
     "image_spatial_dims",
     "training_size",
+    "robust_transform",
     "umed_transforms",
     "latest_checkpoint",
     "as_bool",
@@ -140,6 +141,22 @@ def training_size(image_size: int | Sequence[int], spatial_dims: int, volume_siz
         except ValueError:
             raise UserInputError(f"the training size must be an integer or one integer per axis, got {size!r}.") from None
     return tuple(int(s) for s in size)
+
+
+def robust_transform(robust: Any, spatial_dims: int = 2, seed: int = 0) -> Any:
+    """The generators' view of the protected images for ``--robust true``: :class:`monai_umed.defenses.EOTDefense`
+    (a random differentiable countermeasure per image, seeded with ``seed``); ``None`` for ``--robust false``.
+
+    Raises:
+        UserInputError: ``--robust true`` on 3D volumes (the countermeasures are 2D image operations).
+    """
+    if not as_bool(robust, "robust"):
+        return None
+    if int(spatial_dims) != 2:
+        raise UserInputError("--robust true works on 2D images only (JPEG, blur, median ... are 2D operations).")
+    from monai_umed.defenses import EOTDefense
+
+    return EOTDefense(generator=torch.Generator().manual_seed(int(seed)))
 
 
 def _grey_channels(array: np.ndarray) -> bool:

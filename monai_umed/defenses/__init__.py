@@ -4,6 +4,16 @@
 from __future__ import annotations
 
 from .adversarial import AdversarialPrepareBatch, pgd_linf
+from .differentiable import (
+    EOT_TRANSFORMS,
+    DiffJPEG,
+    EOTDefense,
+    gaussian_blur_batch,
+    grayscale_batch,
+    median_batch,
+    resample_batch,
+    ste_round,
+)
 from .transforms import (
     DEFENSES,
     LUMA_WEIGHTS,
@@ -24,6 +34,14 @@ from .transforms import (
 )
 
 __all__ = [
+    "EOT_TRANSFORMS",
+    "DiffJPEG",
+    "EOTDefense",
+    "gaussian_blur_batch",
+    "grayscale_batch",
+    "median_batch",
+    "resample_batch",
+    "ste_round",
     "AdversarialPrepareBatch",
     "DEFENSES",
     "LUMA_WEIGHTS",

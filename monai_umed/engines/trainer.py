@@ -180,6 +180,10 @@ class UMedTrainer(Trainer):
         amp: automatic mixed precision (only on CUDA; ignored with a warning-free fallback on the CPU).
         train_handlers: handlers to attach (each has ``attach(engine)``).
         non_blocking, prepare_batch, amp_kwargs: as in MONAI's trainers.
+        generator_transform: optional differentiable transform between the protected batch and the surrogate in the
+            generator phases (e.g. :class:`monai_umed.defenses.EOTDefense`): the generators then minimise the
+            surrogate's loss on what the exploiter's countermeasures leave of the protected image. The perturbation
+            and its bounds are unchanged; the surrogate phases see the protected batch as it is.
     """
 
     def __init__(
@@ -203,6 +207,7 @@ class UMedTrainer(Trainer):
         non_blocking: bool = False,
         prepare_batch: Callable = umed_prepare_batch,
         amp_kwargs: dict | None = None,
+        generator_transform: Callable | None = None,
     ) -> None:
         if not isinstance(train_data_loader, DataLoader):
             raise ValueError("train_data_loader must be a PyTorch DataLoader.")
@@ -248,6 +253,7 @@ class UMedTrainer(Trainer):
         self.add_event_handler(Events.EPOCH_COMPLETED, self._check_convergence)
         self.add_event_handler(Events.COMPLETED, self._log_stop_reason)
         self.loss_function = loss_function or DiceCELoss(to_onehot_y=True, softmax=True)
+        self.generator_transform = generator_transform
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.s_scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.state.phase = umed_phase(1, generator_epochs)
@@ -355,7 +361,10 @@ class UMedTrainer(Trainer):
             engine.g_optimizer.zero_grad(set_to_none=True)
             with torch.autocast("cuda", enabled=engine.amp, **engine.amp_kwargs):
                 protected, delta_c, delta_t = engine.perturbator(image, band, texture, interior)
-            loss = self._loss(engine, protected.float(), label)
+            seen = protected.float()
+            if engine.generator_transform is not None:  # the exploiter's countermeasures, differentiably (EOT)
+                seen = engine.generator_transform(seen)
+            loss = self._loss(engine, seen, label)
             engine.g_scaler.scale(loss).backward()
             engine.g_scaler.step(engine.g_optimizer)
             engine.g_scaler.update()

@@ -219,3 +219,25 @@ def test_stop_ratio_stops_early_and_says_why(tiny_data):
     assert never.state.epoch == 4 and never.state.stop_reason.startswith("schedule completed")
     with pytest.raises(ValueError):
         _make_trainer(tiny_data, steps=8, phase_steps=4, stop_ratio=0.0)
+
+
+def test_generator_transform_sits_between_the_protected_batch_and_the_surrogate(tiny_data):
+    """``generator_transform`` (the robust, EOT setting) sees every generator-phase batch of protected images, never
+    a surrogate-phase batch, and the generators' gradients flow through it: a transform that erases the image
+    leaves the generators without a gradient, so they do not move."""
+    seen = []
+
+    def record(x):
+        seen.append(tuple(x.shape))
+        return x
+
+    trainer, pert, _ = _make_trainer(tiny_data, steps=8, phase_steps=2, generator_epochs=1)
+    trainer.generator_transform = record
+    trainer.run()
+    assert len(seen) == 4 and all(s[1:] == (1, 32, 32) for s in seen)  # 2 generator phases x 2 steps
+
+    trainer, pert, _ = _make_trainer(tiny_data, steps=4, phase_steps=2, generator_epochs=1)
+    trainer.generator_transform = lambda x: x * 0.0
+    before = _flat(pert)
+    trainer.run()
+    assert torch.equal(_flat(pert), before)

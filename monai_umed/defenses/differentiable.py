@@ -1,0 +1,211 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""Differentiable approximations of the exploiter's countermeasures, for training protectors through them.
+
+A protector trained only against a surrogate that sees the protected image as it is learns a shortcut that the
+exploiter can wash out (JPEG at quality 30 brings BUSI from 0.05 back to 0.77 DSC). Training the generators
+through a random draw of the countermeasures -- expectation over transformations (EOT, Athalye et al., ICML 2018)
+-- asks for a shortcut that survives them. Each transform here maps a batch ``[B, C, H, W]`` on the [0, 1] scale
+to the same shape, lets gradients through to its input, and matches the exploiter-side defense of
+:mod:`monai_umed.defenses.transforms` it stands for:
+
+- :class:`DiffJPEG` -- JPEG (JFIF colour conversion, 4:2:0 chroma, 8x8 DCT, the IJG quantisation tables at a
+  quality) with straight-through rounding of the quantised coefficients;
+- :func:`gaussian_blur_batch`, :func:`median_batch`, :func:`resample_batch`, :func:`grayscale_batch`;
+- :class:`EOTDefense` draws one of them per image.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from monai_umed.defenses.transforms import LUMA_WEIGHTS, gaussian_kernel_1d
+
+__all__ = ["EOT_TRANSFORMS", "DiffJPEG", "EOTDefense", "gaussian_blur_batch", "grayscale_batch", "median_batch",
+           "resample_batch", "ste_round"]
+
+#: the IJG (libjpeg) base quantisation tables, luminance and chrominance, row-major 8x8
+_Q_LUMA = [
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+    14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+]
+_Q_CHROMA = [
+    17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+    47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32),
+]
+
+
+def ste_round(x: torch.Tensor) -> torch.Tensor:
+    """``round(x)`` forward, identity backward (straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def _quality_table(base: Sequence[int], quality: float) -> torch.Tensor:
+    """The IJG scaling of a base table to ``quality`` (1-100), as libjpeg's ``jpeg_quality_scaling``."""
+    q = min(max(float(quality), 1.0), 100.0)
+    scale = 5000.0 / q if q < 50 else 200.0 - 2.0 * q
+    table = torch.tensor([max(1.0, min(255.0, math.floor((b * scale + 50) / 100))) for b in base])
+    return table.reshape(8, 8)
+
+
+def _dct_matrix(n: int = 8) -> torch.Tensor:
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    i = torch.arange(n, dtype=torch.float64)[None]
+    m = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    m[0] /= math.sqrt(2.0)
+    return m.float()
+
+
+class DiffJPEG(nn.Module):
+    """Differentiable JPEG round trip at ``quality``: the forward pass is a JPEG codec's (JFIF YCbCr, chroma
+    averaged over 2x2 and repeated, level shift, 8x8 DCT-II, quantisation by the IJG tables scaled to
+    ``quality`` with rounding, and back, values rounded to 8 bits), the backward pass treats both roundings as the
+    identity. Grey images (1 channel) use the luminance path only. Sizes that are not multiples of 8 (16 for colour)
+    are padded by replication and cropped back.
+    """
+
+    def __init__(self, quality: float = 30.0) -> None:
+        super().__init__()
+        self.quality = float(quality)
+        self.register_buffer("dct", _dct_matrix(8), persistent=False)
+        self.register_buffer("q_luma", _quality_table(_Q_LUMA, quality), persistent=False)
+        self.register_buffer("q_chroma", _quality_table(_Q_CHROMA, quality), persistent=False)
+
+    def _code(self, plane: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        """Quantise and reconstruct ``[B, H, W]`` (level-shifted, H and W multiples of 8) block by block."""
+        b, h, w = plane.shape
+        blocks = plane.reshape(b, h // 8, 8, w // 8, 8).permute(0, 1, 3, 2, 4)
+        d = self.dct.to(plane.dtype)
+        coef = d @ blocks @ d.T
+        t = table.to(plane.dtype)
+        coef = ste_round(coef / t) * t
+        rec = d.T @ coef @ d
+        return rec.permute(0, 1, 3, 2, 4).reshape(b, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] not in (1, 3):
+            raise ValueError(f"DiffJPEG expects [B, C, H, W] with C in (1, 3), got {tuple(x.shape)}.")
+        h, w = x.shape[-2:]
+        m = 8 if x.shape[1] == 1 else 16
+        ph, pw = (-h) % m, (-w) % m
+        v = F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+        v = ste_round(v.clamp(0, 1) * 255.0)
+        if x.shape[1] == 1:
+            out = self._code(v[:, 0] - 128.0, self.q_luma)[:, None] + 128.0
+        else:
+            r, g, b = v[:, 0], v[:, 1], v[:, 2]
+            y = 0.299 * r + 0.587 * g + 0.114 * b
+            cb = -0.168736 * r - 0.331264 * g + 0.5 * b + 128.0
+            cr = 0.5 * r - 0.418688 * g - 0.081312 * b + 128.0
+            chroma = F.avg_pool2d(torch.stack([cb, cr], 1), 2)  # 4:2:0: one chroma sample per 2x2 pixels
+            y = self._code(y - 128.0, self.q_luma) + 128.0
+            cb = self._code(chroma[:, 0] - 128.0, self.q_chroma) + 128.0
+            cr = self._code(chroma[:, 1] - 128.0, self.q_chroma) + 128.0
+            # libjpeg's "fancy" upsampling: the 3/4, 1/4 triangle filter, which is bilinear interpolation at 2x
+            cb, cr = (
+                F.interpolate(c[:, None], scale_factor=2, mode="bilinear", align_corners=False)[:, 0] - 128.0
+                for c in (cb, cr)
+            )
+            out = torch.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], 1)
+        out = ste_round(out.clamp(0, 255)) / 255.0
+        return out[..., :h, :w]
+
+
+def gaussian_blur_batch(x: torch.Tensor, sigma: float = 0.8, kernel_size: int = 3) -> torch.Tensor:
+    """The ``gaussian_blur`` defense on a batch ``[B, C, H, W]`` (mirror padding), differentiable."""
+    k1 = gaussian_kernel_1d(kernel_size, sigma, dtype=x.dtype, device=x.device)
+    kernel = (k1[:, None] * k1[None]).expand(x.shape[1], 1, kernel_size, kernel_size).contiguous()
+    pad = kernel_size // 2
+    return F.conv2d(F.pad(x, [pad] * 4, mode="reflect"), kernel, groups=x.shape[1])
+
+
+def median_batch(x: torch.Tensor, kernel_size: int = 3) -> torch.Tensor:
+    """The ``median`` defense on a batch (mirror padding); gradients reach the selected pixels."""
+    pad = kernel_size // 2
+    v = F.pad(x, [pad] * 4, mode="reflect").unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)
+    return v.reshape(*x.shape, -1).median(dim=-1).values
+
+
+def resample_batch(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
+    """The ``downsample_upsample`` defense on a batch: area down-sampling by ``scale`` and bilinear back."""
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+
+
+def grayscale_batch(x: torch.Tensor) -> torch.Tensor:
+    """The ``grayscale`` defense on a batch: BT.601 luminance in every channel (identity for grey images)."""
+    if x.shape[1] != 3:
+        return x
+    w = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x * w).sum(1, keepdim=True).expand_as(x)
+
+
+#: the transforms :class:`EOTDefense` draws from by default
+EOT_TRANSFORMS: tuple[str, ...] = ("identity", "jpeg", "gaussian_blur", "median", "downsample_upsample", "grayscale")
+
+
+class EOTDefense(nn.Module):
+    """Expectation over transformations of the exploiter's countermeasures: each image of a batch goes through one
+    transform drawn uniformly from ``transforms`` -- ``identity`` (so the undefended shortcut is kept),
+    ``jpeg`` (:class:`DiffJPEG` at a quality drawn from ``jpeg_qualities``), ``gaussian_blur`` (sigma drawn in
+    ``blur_sigma``), ``median``, ``downsample_upsample``, ``grayscale`` (RGB only; identity for grey) -- all
+    differentiable, all keeping the image's size, so the label needs no change.
+
+    Args:
+        transforms: names from :data:`EOT_TRANSFORMS`.
+        jpeg_qualities: the JPEG qualities to draw from (the exploiter's 30 and ISS's 10 by default).
+        blur_sigma: ``(low, high)`` of the uniform blur sigma.
+        generator: random source (``None``: the global one).
+    """
+
+    def __init__(
+        self,
+        transforms: Sequence[str] = EOT_TRANSFORMS,
+        jpeg_qualities: Sequence[float] = (10, 30, 50),
+        blur_sigma: tuple[float, float] = (0.5, 1.2),
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        bad = [t for t in transforms if t not in EOT_TRANSFORMS]
+        if bad or not transforms:
+            raise ValueError(f"unknown EOT transforms {bad or 'none given'}; valid: {', '.join(EOT_TRANSFORMS)}.")
+        self.transforms = tuple(transforms)
+        self.jpegs = nn.ModuleList(DiffJPEG(q) for q in jpeg_qualities)
+        self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
+        self.generator = generator
+
+    def _rand(self, n: int) -> torch.Tensor:
+        return torch.rand(n, generator=self.generator)
+
+    def apply(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Transform ``x`` ``[B, C, H, W]`` with the named transform (random parameters drawn here)."""
+        if name == "identity":
+            return x
+        if name == "jpeg":
+            return self.jpegs[int(self._rand(1).item() * len(self.jpegs)) % len(self.jpegs)](x)
+        if name == "gaussian_blur":
+            lo, hi = self.blur_sigma
+            return gaussian_blur_batch(x, lo + (hi - lo) * float(self._rand(1).item()))
+        if name == "median":
+            return median_batch(x)
+        if name == "downsample_upsample":
+            return resample_batch(x)
+        return grayscale_batch(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"EOTDefense works on 2D image batches [B, C, H, W], got {tuple(x.shape)}.")
+        choice = (self._rand(x.shape[0]) * len(self.transforms)).long().clamp(max=len(self.transforms) - 1)
+        out = x
+        for k, name in enumerate(self.transforms):
+            idx = torch.nonzero(choice == k).flatten()
+            if name == "identity" or idx.numel() == 0:
+                continue
+            out = out.index_copy(0, idx.to(x.device), self.apply(name, x[idx.to(x.device)]))
+        return out

@@ -1,0 +1,71 @@
+# Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
+"""The differentiable countermeasures against which a robust protector is trained: each matches its exploiter-side
+defense (PIL's JPEG codec for JPEG) and lets gradients through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_umed.defenses import (
+    DiffJPEG,
+    EOTDefense,
+    GaussianBlurDefense,
+    JPEGDefense,
+    MedianDefense,
+    ResampleDefense,
+    gaussian_blur_batch,
+    median_batch,
+    resample_batch,
+)
+
+
+def _image(channels: int, h: int = 64, w: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    chans = [0.5 + 0.3 * torch.sin(8 * xx + c) * torch.cos(5 * yy - c) for c in range(channels)]
+    return (torch.stack(chans) + 0.05 * torch.rand(channels, h, w, generator=g)).clamp(0, 1)
+
+
+@pytest.mark.parametrize("channels, tol", [(1, 0.5), (3, 2.0)])
+@pytest.mark.parametrize("quality", [10, 30, 75])
+def test_diff_jpeg_matches_pil(channels, tol, quality):
+    """Mean difference to PIL's JPEG round trip below half a grey level (grey) / two levels (colour, chroma
+    handled slightly differently at the borders), while JPEG itself moves pixels by several levels."""
+    img = _image(channels, 60, 52)  # not multiples of 8 / 16: padded and cropped back
+    ref = JPEGDefense(quality)(img)
+    out = DiffJPEG(quality)(img[None])[0]
+    assert out.shape == img.shape
+    assert float((out - ref).abs().mean()) * 255 < tol
+    assert float((ref - img).abs().mean()) * 255 > 1.5 * tol  # the comparison is not trivial
+
+
+def test_diff_jpeg_lets_gradients_through():
+    x = _image(3)[None].requires_grad_(True)
+    y = DiffJPEG(30)(x)
+    (y * torch.linspace(0, 1, 64)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_batch_defenses_equal_the_exploiters_transforms():
+    x = _image(3, 32, 40)
+    torch.testing.assert_close(gaussian_blur_batch(x[None], 0.8)[0], GaussianBlurDefense(3, 0.8)(x))
+    torch.testing.assert_close(median_batch(x[None])[0], MedianDefense()(x))
+    torch.testing.assert_close(resample_batch(x[None])[0], ResampleDefense()(x))
+
+
+def test_eot_draws_per_image_and_is_seeded():
+    x = torch.stack([_image(3, 32, 32)] * 6).requires_grad_(True)
+    same = EOTDefense(transforms=("identity",))(x)
+    assert torch.equal(same, x)
+    a = EOTDefense(generator=torch.Generator().manual_seed(1))(x)
+    b = EOTDefense(generator=torch.Generator().manual_seed(1))(x)
+    assert torch.equal(a, b) and a.shape == x.shape
+    changed = [not torch.equal(a[i], x[i]) for i in range(6)]
+    assert any(changed)  # images go through different transforms
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown EOT transforms"):
+        EOTDefense(transforms=("jpeg", "sharpen"))
+    with pytest.raises(ValueError, match="2D image batches"):
+        EOTDefense()(torch.rand(1, 1, 8, 8, 8))
