@@ -277,24 +277,25 @@ def check_schedule(
             raise UserInputError(f"--{name} {value!r}: expected {bounds}.")
 
 
-def check_image_size(image_size: int | Sequence[int], *strides: Sequence[int]) -> tuple[int, ...]:
+def check_image_size(image_size: int | Sequence[int], *strides: Sequence[int], name: str = "--image_size") -> tuple[int, ...]:
     """Check that the training size suits every network: each side a multiple of the product of each stride list.
 
     ``protect`` calls it with the surrogate's and both generators' strides (``(2, 2, 2, 2)`` -> multiples of 16),
     so that a size such as 90 fails at once with this message instead of a tensor-shape error deep in a U-Net.
-    Returns the size as a tuple.
+    ``name`` is the option the message names (``--volume_size`` for volumes). Returns the size as a tuple.
     """
     size = (image_size,) * 2 if isinstance(image_size, (int, float, str)) else tuple(image_size)
     try:
         size = tuple(int(s) for s in size)
     except (TypeError, ValueError):
-        raise UserInputError(f"--image_size must be an integer or one integer per axis, got {image_size!r}.") from None
+        raise UserInputError(f"{name} must be an integer or one integer per axis, got {image_size!r}.") from None
     multiple = 1
     for stride_list in strides:
         multiple = math.lcm(multiple, math.prod(int(s) for s in stride_list))
     if any(s < multiple or s % multiple for s in size):
+        shown = size[0] if len(set(size)) == 1 else image_size
         raise UserInputError(
-            f"--image_size {image_size!r} does not suit the networks: each side must be a positive multiple of "
+            f"{name} {shown!r} does not suit the networks: each side must be a positive multiple of "
             f"{multiple} (they downsample by {multiple}); e.g. {max(multiple, round(size[0] / multiple) * multiple)}."
         )
     return size
