@@ -21,9 +21,10 @@ Variants (``--variants``, a comma list; ``table1`` and ``table5`` expand to the 
 
 - ``umed``, ``lsp``, ``em``, ``tap``, ``sep``, ``ar``: the six protectors, each with its bundle config
   (``protect.json`` for UMed, ``protect_<name>.json`` for the baselines);
-- ``umed_contour`` (G_c only), ``umed_texture`` (G_t only), ``umed_vanilla`` (plain convolutions instead of the
-  CDC encoder, theta = 0), ``umed_fixed_bound`` (a fixed epsilon bound in the ROI instead of the LBP map),
-  ``em_band`` (EM restricted to the contour band), ``em_roi`` (EM restricted to the ROI): Table 5's ablations.
+- Table 5's rows B-G: ``umed_contour`` (G_c only), ``umed_contour_vanilla`` (G_c only with plain convolutions
+  instead of the CDC encoder, theta = 0), ``em_band`` (EM restricted to the contour band), ``umed_texture`` (G_t
+  only), ``umed_texture_fixed`` (G_t only with a fixed epsilon bound in the ROI instead of the LBP map),
+  ``em_roi`` (EM restricted to the ROI).
 
 Example (the README's tables)::
 
@@ -69,9 +70,13 @@ VARIANTS: dict[str, tuple[str, str, list[str], str]] = {
     "ar": ("protect_ar.json", "ar", [], "AR (Sandoval-Segura et al. 2022)"),
     "umed_contour": ("protect.json", "umed", ["--perturbator_args#parts", "contour"], "UMed, G_c only"),
     "umed_texture": ("protect.json", "umed", ["--perturbator_args#parts", "texture"], "UMed, G_t only"),
-    "umed_vanilla": ("protect.json", "umed", ["--perturbator_args#theta", "0.0"], "UMed, vanilla encoder for F_c"),
-    "umed_fixed_bound": (
-        "protect.json", "umed", ["--perturbator_args#texture_bound", "fixed"], "UMed, fixed bound instead of LBP"
+    "umed_contour_vanilla": (
+        "protect.json", "umed", ["--perturbator_args#parts", "contour", "--perturbator_args#theta", "0.0"],
+        "UMed, G_c only, vanilla U-Net encoder",
+    ),
+    "umed_texture_fixed": (
+        "protect.json", "umed", ["--perturbator_args#parts", "texture", "--perturbator_args#texture_bound", "fixed"],
+        "UMed, G_t only, fixed bound instead of LBP",
     ),
     "em_band": ("protect_em.json", "em", ["--region", "band"], "EM restricted to the contour band"),
     "em_roi": ("protect_em.json", "em", ["--region", "roi"], "EM restricted to the ROI"),
@@ -79,7 +84,7 @@ VARIANTS: dict[str, tuple[str, str, list[str], str]] = {
 #: the rows of the paper's tables
 GROUPS = {
     "table1": ["umed", "lsp", "em", "tap", "sep", "ar"],
-    "table5": ["umed", "umed_contour", "umed_texture", "umed_vanilla", "umed_fixed_bound", "em_band", "em_roi"],
+    "table5": ["umed", "umed_contour", "umed_contour_vanilla", "em_band", "umed_texture", "umed_texture_fixed", "em_roi"],
 }
 #: protectors trained at ``--image_size`` (LSP and AR work on the native grid)
 TRAINED = ("umed", "em", "tap", "sep")

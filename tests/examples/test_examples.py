@@ -171,7 +171,8 @@ def test_compare_protectors_variants_and_errors():
     cmp = _load_example("compare_protectors")
     assert cmp.expand_variants("table1") == ["umed", "lsp", "em", "tap", "sep", "ar"]
     assert cmp.expand_variants("umed, table5,lsp") == [
-        "umed", "umed_contour", "umed_texture", "umed_vanilla", "umed_fixed_bound", "em_band", "em_roi", "lsp"
+        "umed", "umed_contour", "umed_contour_vanilla", "em_band", "umed_texture", "umed_texture_fixed", "em_roi",
+        "lsp",
     ]
     with pytest.raises(ValueError, match="unknown variant 'umed_nothing'"):
         cmp.expand_variants("umed_nothing")
