@@ -87,6 +87,10 @@ class UMedProtector(Protector):
         class_values: the mask values that are the surrogate's classes 1..K (empty: binary), for the labels of
             :meth:`transforms` (:func:`~monai_umed.transforms.class_values`). The perturbation itself does not
             depend on them: the band surrounds every class region and the ROI is the whole foreground.
+        native: train and apply on each file's own grid instead of resizing it (volumes): training draws
+            ``image_size`` patches, and :meth:`native_delta_batch` runs the generators over the whole volume with
+            MONAI's ``SlidingWindowInferer`` (``image_size`` windows, a quarter overlap, Gaussian blending), so the
+            generators meet the perturbation's own scale.
     """
 
     name: ClassVar[str] = "umed"
@@ -115,9 +119,11 @@ class UMedProtector(Protector):
         lbp_method: str = "uniform",
         lbp_normalize: str = "max_code",
         class_values: Sequence[int] = (),
+        native: bool = False,
     ) -> None:
         super().__init__()
         self.class_values = [int(v) for v in class_values]
+        self.native = bool(native)
         self.perturbator_args = {
             "spatial_dims": int(spatial_dims), "in_channels": int(in_channels), "epsilon": float(epsilon),
             "bound": bound, "contour_channels": [int(c) for c in contour_channels],
@@ -141,18 +147,20 @@ class UMedProtector(Protector):
     def config(self) -> dict[str, Any]:
         return dict(
             self.perturbator_args, image_size=list(self.image_size), class_values=list(self.class_values),
+            native=self.native,
             **self.priors.as_dict(),
         )
 
     def extra_repr(self) -> str:
         return f"image_size={self.image_size}, {self.priors}"
 
-    def transforms(self, track_meta: bool = False):
-        """The training-size pipeline of this protector: resize an ``{"image", "label"}`` pair and add the priors
+    def transforms(self, track_meta: bool = False, train: bool = False):
+        """The pipeline of this protector: resize an ``{"image", "label"}`` pair (or, ``native``, keep its grid: a
+        training patch when ``train``, else the whole pair padded to multiples of 16) and add the priors
         (:func:`~monai_umed.transforms.prior_transforms`)."""
         return prior_transforms(
             self.image_size, self.in_channels, track_meta=track_meta, class_values=self.class_values,
-            **self.priors.as_dict(),
+            native=("train" if train else "apply") if self.native else None, **self.priors.as_dict(),
         )
 
     @torch.no_grad()
@@ -174,17 +182,15 @@ class UMedProtector(Protector):
             if tuple(y.shape[1:]) != tuple(x.shape[1:]):
                 raise ValueError(f"label {tuple(y.shape)} does not match image {tuple(x.shape)}.")
             xs.append(torch.as_tensor(x, dtype=torch.float32).to(dev))
-        small = torch.cat(
-            [F.interpolate(x[None], size=self.image_size, mode=mode, antialias=mode == "bilinear", align_corners=False)
-             for x in xs]
-        ).clamp(0, 1)
-        raw_c_all, raw_t_all = self.perturbator.generator_outputs(small)
+        raws = self._native_fields(xs) if self.native else self._resized_fields(xs, mode)
         out = []
         for i, (x, y) in enumerate(zip(xs, labels)):
             native = tuple(x.shape[1:])
-            raw_c = F.interpolate(raw_c_all[i : i + 1].float(), size=native, mode=mode, align_corners=False)
-            raw_t = F.interpolate(raw_t_all[i : i + 1].float(), size=native, mode=mode, align_corners=False)
-            width = native_band_width(self.priors.band_width, self.image_size, native)
+            raw_c, raw_t = raws[i]
+            width = (
+                self.priors.band_width if self.native
+                else native_band_width(self.priors.band_width, self.image_size, native)
+            )
             fg = (torch.as_tensor(y).to(dev) > 0).float()
             delta = torch.zeros_like(x)
             allowed = torch.zeros(native, dtype=torch.bool, device=dev)
@@ -201,6 +207,36 @@ class UMedProtector(Protector):
                 delta[crop] = protected[0] - x_c
                 allowed[box] = ((band + interior) > 0)[0]
             out.append((delta.cpu(), allowed.cpu()))
+        return out
+
+    def _resized_fields(self, xs: Sequence[torch.Tensor], mode: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw generator outputs F_c(x), F_t(x) at each image's grid: the generators run on the images resized to
+        the training size (one batch), their outputs are resized back."""
+        small = torch.cat(
+            [F.interpolate(x[None], size=self.image_size, mode=mode, antialias=mode == "bilinear", align_corners=False)
+             for x in xs]
+        ).clamp(0, 1)
+        raw_c_all, raw_t_all = self.perturbator.generator_outputs(small)
+        return [
+            tuple(F.interpolate(r[i : i + 1].float(), size=tuple(x.shape[1:]), mode=mode, align_corners=False)
+                  for r in (raw_c_all, raw_t_all))
+            for i, x in enumerate(xs)
+        ]
+
+    def _native_fields(self, xs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw generator outputs on each file's own grid, by sliding window (``native``)."""
+        from monai.inferers import SlidingWindowInferer
+
+        inferer = SlidingWindowInferer(roi_size=self.image_size, sw_batch_size=4, overlap=0.25, mode="gaussian")
+        c = self.in_channels
+
+        def fields(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([r.float() for r in self.perturbator.generator_outputs(t)], 1)
+
+        out = []
+        for x in xs:
+            f = inferer(x[None], fields)
+            out.append((f[:, :c], f[:, c:]))
         return out
 
     def _work_box(self, fg: torch.Tensor, width: int) -> tuple[slice, ...] | None:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-from monai.transforms import Compose, EnsureTyped, Resized
+from monai.transforms import Compose, DivisiblePadd, EnsureTyped, RandCropByPosNegLabeld, Resized, SpatialPadd
 
 from monai_umed.transforms.channels import MatchChannelsd
 from monai_umed.transforms.contour import CONTOUR_SIDES, ContourBand, ContourBandd
@@ -72,8 +72,14 @@ def prior_transforms(
     lbp_normalize: str = "max_code",
     track_meta: bool = False,
     class_values: Sequence[int] | None = None,
+    native: str | None = None,
 ) -> Compose:
     """Resize an ``{"image", "label"}`` pair to the training size and add the priors of Eq. 4-5.
+
+    ``native`` keeps the pair on its own grid instead of resizing it (volumes): the priors are computed there,
+    then ``"train"`` pads to at least ``image_size`` and draws one ``image_size`` patch centred on the foreground
+    (``RandCropByPosNegLabeld``, all keys alike), ``"apply"`` pads every side to a multiple of 16 (whole volumes
+    through the fully convolutional networks).
 
     Image: bilinear with anti-aliasing; label: nearest, then class indices (:func:`label_classes_transform`:
     foreground ``label > 0`` as class 1 when ``class_values`` is empty, else ``class_values[k]`` -> ``k + 1``).
@@ -83,20 +89,31 @@ def prior_transforms(
     The keyword arguments are those of :class:`PriorSettings` (``prior_transforms(size, c, **s.as_dict())``).
     """
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    keys = ["image", "label", "contour_band", "roi_interior", "texture_map"]
+    if native not in (None, "train", "apply"):
+        raise ValueError(f"native must be None, 'train' or 'apply', got {native!r}.")
+    resize = [] if native else [
+        Resized("image", spatial_size=size, mode="bilinear", anti_aliasing=True),
+        Resized("label", spatial_size=size, mode="nearest"),
+    ]
+    crop = []
+    if native == "train":
+        crop = [
+            SpatialPadd(keys, spatial_size=size),
+            RandCropByPosNegLabeld(keys, label_key="label", spatial_size=size, pos=1, neg=0, num_samples=1),
+        ]
+    elif native == "apply":
+        crop = [DivisiblePadd(keys, k=16)]
     return Compose(
         [
             MatchChannelsd("image", channels),
-            Resized("image", spatial_size=size, mode="bilinear", anti_aliasing=True),
-            Resized("label", spatial_size=size, mode="nearest"),
+            *resize,
             label_classes_transform("label", class_values),
             ContourBandd("label", width=band_width, side=band_side),
             LBPTextureMapd(
                 "image", num_points=lbp_points, radius=lbp_radius, method=lbp_method, normalize=lbp_normalize
             ),
-            EnsureTyped(
-                ["image", "label", "contour_band", "roi_interior", "texture_map"],
-                dtype=torch.float32,
-                track_meta=track_meta,
-            ),
+            EnsureTyped(keys, dtype=torch.float32, track_meta=track_meta),
+            *crop,
         ]
     )

@@ -400,7 +400,8 @@ def test_protect_with_two_classes(tmp_path, two_classes):
 
 
 def test_protect_volumes(tmp_path, volumes):
-    """The same protect command on 3D NIfTI volumes: 3D networks at a cube training size, the bound and the
+    """The same protect command on 3D NIfTI volumes: 3D networks trained on patches of the native grid and run over
+    whole volumes by sliding window, the bound and the
     locality re-checked on the written volumes, header / affine / dtype kept, masks copied byte for byte, the
     verification scored per class by a 3D exploiter; a 2D-only baseline is refused with one line."""
     import nibabel as nib
@@ -416,6 +417,8 @@ def test_protect_volumes(tmp_path, volumes):
     assert _hashes(data) == before  # the input is untouched
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["spatial_dims"] == 3 and manifest["settings"]["train_size"] == [32, 32, 32]
+    protector, _ = load_protector(out / "protector.pt")
+    assert protector.spatial_dims == 3 and protector.native and protector.config()["class_values"] == [1, 2]
     assert manifest["summary"]["num_images"] == 21 and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     for e in manifest["images"]:
         src, dst = nib.load(e["source"]), nib.load(e["output"])
@@ -424,13 +427,11 @@ def test_protect_volumes(tmp_path, volumes):
         a, b = np.asarray(src.dataobj, np.float64), np.asarray(dst.dataobj, np.float64)
         assert np.abs(b - a).max() <= 4 / 255 * (a.max() - a.min()) + 1e-5
         lab = np.asarray(nib.load(e["masks"][0]["source"]).dataobj)
-        w = native_band_width(3, (32, 32, 32), lab.shape)
+        w = 3  # native grid: the band keeps its width
         near = binary_dilation(lab > 0, structure=np.ones((2 * w + 1,) * 3, bool))
         changed = np.abs(b - a) > 0
         assert changed.any() and not changed[~near].any()  # only the band and the ROI change
         assert (e["masks"][0]["sha256"] == hashlib.sha256(Path(e["masks"][0]["source"]).read_bytes()).hexdigest())
-    protector, _ = load_protector(out / "protector.pt")
-    assert protector.spatial_dims == 3 and protector.config()["class_values"] == [1, 2]
     v = json.loads((out / "verification" / "protected" / "metrics.json").read_text())
     assert v["spatial_dims"] == 3 and len(v["dsc_per_class"]) == 2
     proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--datalist", str(data / "split.json"),

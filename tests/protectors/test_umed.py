@@ -79,3 +79,29 @@ def test_native_band_width_scales_linearly_in_2d_and_3d():
     assert native_band_width(3, (32, 32, 32), (64, 64, 64)) == 6  # the cube root of the voxel ratio
     assert native_band_width(3, (32, 32, 32), (20, 24, 18)) == 2
     assert native_band_width(1, (96, 96), (10, 10)) == 1  # never below one pixel
+
+
+def test_native_volume_equals_eq_4_6_with_whole_volume_fields():
+    """``native`` (volumes): the generators run on the volume's own grid (sliding window; a volume that fits one
+    window is one padded pass), Eq. 4-6 with the native band (width unscaled), interior and per-slice LBP map."""
+    from monai.inferers import SlidingWindowInferer
+
+    torch.manual_seed(0)
+    p = UMedProtector(in_channels=1, image_size=16, spatial_dims=3, native=True, contour_channels=(4, 8),
+                      contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,), texture_res_units=0).eval()
+    x = torch.rand(1, 13, 15, 11)
+    zz, yy, xx = np.mgrid[:13, :15, :11]
+    y = torch.as_tensor(((zz - 6) ** 2 + (yy - 7) ** 2 + (xx - 5) ** 2 <= 12)[None].astype(np.float32))
+    delta, allowed = p.native_delta(x, y, "v")
+    with torch.no_grad():
+        inferer = SlidingWindowInferer(roi_size=(16, 16, 16), overlap=0.25, mode="gaussian")
+        fields = inferer(x[None], lambda t: torch.cat(p.perturbator.generator_outputs(t), 1))
+        masks = torch.as_tensor(ContourBand(3, p.priors.band_side)((y > 0).float())).as_subclass(torch.Tensor)
+        band, interior = masks[0:1], masks[1:2]
+        texture = torch.as_tensor(LBPTextureMap()(x)).as_subclass(torch.Tensor)
+        protected, _, _ = p.perturbator.perturb_fields(fields[:, :1], fields[:, 1:], x[None], band[None],
+                                                       texture[None], interior[None])
+    torch.testing.assert_close(delta, protected[0] - x, atol=1e-6, rtol=0)
+    assert torch.equal(allowed, (band + interior)[0] > 0)
+    assert delta.abs().max() <= 4 / 255 + 1e-7 and not delta[:, ~allowed].any()
+    assert p.config()["native"] is True
