@@ -159,23 +159,28 @@ def robust_transform(robust: Any, spatial_dims: int = 2, seed: int = 0) -> Any:
     return EOTDefense(generator=torch.Generator().manual_seed(int(seed)))
 
 
-def _grey_channels(array: np.ndarray) -> bool:
+def _grey_channels(raw: Any) -> bool:
     """True for one channel, or three identical channels (a grey image stored as RGB, e.g. BUSI PNGs)."""
-    if array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 1):
+    array, nd = raw.array, raw.spatial_ndim
+    if array.ndim == nd or (array.ndim == nd + 1 and array.shape[-1] == 1):
         return True
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
+    if nd == 2 and array.ndim == 3 and array.shape[-1] in (3, 4):
         rgb = array[..., :3]
         return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 0], rgb[..., 2]))
     return False
 
 
 def infer_channels(datalist: Sequence[dict]) -> int:
-    """Channels the perturbators work on: 1 if every image is grey (also grey stored as RGB), else 3.
+    """Channels the networks work on: for images, 1 if every image is grey (also grey stored as RGB), else 3; for
+    volumes, their channel count (1, or the modalities of 4D files).
 
     A grey image stored as RGB gets the same perturbation in its three channels, so it stays grey.
     """
     for item in datalist:
-        if not _grey_channels(read_raw(item["image"]).array):
+        raw = read_raw(item["image"])
+        if raw.spatial_ndim == 3:
+            return raw.channels
+        if not _grey_channels(raw):
             return 3
     return 1
 

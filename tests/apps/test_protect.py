@@ -127,7 +127,7 @@ def _msd_volumes(root, n=3):
 
 def test_volumes_are_read_as_3d(tmp_path):
     """An MSD-layout dataset of volumes: classes per voxel, 3D sizes, the networks' training size a cube."""
-    from monai_umed.apps import image_spatial_dims, resolve_dataset, training_size
+    from monai_umed.apps import image_spatial_dims, infer_channels, resolve_dataset, training_size
     from monai_umed.data import datalist_from_json, validate_datalist
 
     root = _msd_volumes(tmp_path / "msd")
@@ -135,7 +135,7 @@ def test_volumes_are_read_as_3d(tmp_path):
     report = validate_datalist(items)
     assert report.spatial_dims == 3 and len(report.volumes) == 3 and report.label_values == [0, 1, 2]
     resolved, _ = resolve_dataset(None, str(root / "dataset.json"), str(tmp_path / "out"))
-    assert image_spatial_dims(resolved) == 3
+    assert image_spatial_dims(resolved) == 3 and infer_channels(resolved) == 1
     assert training_size(96, 3) == (32, 32, 32) and training_size(96, 3, 48, "cuda") == (48, 48, 48)
     assert training_size(96, 2) == (96, 96) and training_size([64, 80], 2) == (64, 80)
 

@@ -419,6 +419,7 @@ def test_protect_volumes(tmp_path, volumes):
     assert manifest["settings"]["spatial_dims"] == 3 and manifest["settings"]["train_size"] == [32, 32, 32]
     protector, _ = load_protector(out / "protector.pt")
     assert protector.spatial_dims == 3 and protector.native and protector.config()["class_values"] == [1, 2]
+    assert protector.in_channels == 1  # a volume's last axis is spatial, not colour
     assert manifest["summary"]["num_images"] == 21 and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     for e in manifest["images"]:
         src, dst = nib.load(e["source"]), nib.load(e["output"])
