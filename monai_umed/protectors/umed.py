@@ -88,12 +88,14 @@ class UMedProtector(Protector):
             :meth:`transforms` (:func:`~monai_umed.transforms.class_values`). The perturbation itself does not
             depend on them: the band surrounds every class region and the ROI is the whole foreground.
         native: train and apply on each file's own grid instead of resizing it (volumes): training draws
-            ``image_size`` patches, and :meth:`native_delta_batch` runs the generators over the whole volume with
-            MONAI's ``SlidingWindowInferer`` (``image_size`` windows, a quarter overlap, Gaussian blending), so the
+            ``image_size`` patches, and :meth:`native_delta_batch` runs the generators over the whole volume (one
+            pass, or MONAI's ``SlidingWindowInferer`` for very large volumes, see :meth:`_native_fields`), so the
             generators meet the perturbation's own scale.
     """
 
     name: ClassVar[str] = "umed"
+    #: ``native`` volumes up to this many training patches (in voxels) go through the generators in one pass
+    WHOLE_PASS_FACTOR: ClassVar[int] = 64
     #: the keys of :class:`PriorSettings`, also settings keys of first-format protector files
     PRIOR_KEYS: ClassVar[tuple[str, ...]] = tuple(PriorSettings().as_dict())
 
@@ -224,18 +226,34 @@ class UMedProtector(Protector):
         ]
 
     def _native_fields(self, xs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Raw generator outputs on each file's own grid, by sliding window (``native``)."""
+        """Raw generator outputs on each file's own grid (``native``): one pass over the whole volume padded
+        (symmetrically) to multiples of 16 when it has at most :attr:`WHOLE_PASS_FACTOR` times the voxels of a
+        training patch, else MONAI's ``SlidingWindowInferer`` with training-patch windows. The whole pass is the
+        default because the generators' instance normalisation makes their output depend on the window: on the MSD
+        hippocampus, sliding-window fields were uncorrelated with the whole-volume ones, and only the latter fooled
+        the surrogate (docs/DESIGN.md)."""
         from monai.inferers import SlidingWindowInferer
 
-        inferer = SlidingWindowInferer(roi_size=self.image_size, sw_batch_size=4, overlap=0.25, mode="gaussian")
         c = self.in_channels
 
         def fields(t: torch.Tensor) -> torch.Tensor:
             return torch.cat([r.float() for r in self.perturbator.generator_outputs(t)], 1)
 
         out = []
+        patch = math.prod(self.image_size)
         for x in xs:
-            f = inferer(x[None], fields)
+            shape = x.shape[1:]
+            padded = [-(-s // 16) * 16 for s in shape]
+            if math.prod(padded) <= self.WHOLE_PASS_FACTOR * patch:
+                pads = []
+                for s, ps in zip(reversed(shape), reversed(padded)):
+                    pads += [(ps - s) // 2, ps - s - (ps - s) // 2]
+                f = fields(F.pad(x[None], pads))
+                crop = tuple(slice((ps - s) // 2, (ps - s) // 2 + s) for s, ps in zip(shape, padded))
+                f = f[(slice(None), slice(None), *crop)]
+            else:
+                inferer = SlidingWindowInferer(roi_size=self.image_size, sw_batch_size=4, overlap=0.25, mode="gaussian")
+                f = inferer(x[None], fields)
             out.append((f[:, :c], f[:, c:]))
         return out
 

@@ -82,8 +82,8 @@ def test_native_band_width_scales_linearly_in_2d_and_3d():
 
 
 def test_native_volume_equals_eq_4_6_with_whole_volume_fields():
-    """``native`` (volumes): the generators run on the volume's own grid (sliding window; a volume that fits one
-    window is one padded pass), Eq. 4-6 with the native band (width unscaled), interior and per-slice LBP map."""
+    """``native`` (volumes): the generators run on the volume's own grid (one pass over the volume padded to
+    multiples of 16), Eq. 4-6 with the native band (width unscaled), interior and per-slice LBP map."""
     from monai.inferers import SlidingWindowInferer
 
     torch.manual_seed(0)
@@ -105,3 +105,22 @@ def test_native_volume_equals_eq_4_6_with_whole_volume_fields():
     assert torch.equal(allowed, (band + interior)[0] > 0)
     assert delta.abs().max() <= 4 / 255 + 1e-7 and not delta[:, ~allowed].any()
     assert p.config()["native"] is True
+
+
+def test_native_volume_larger_than_a_patch_is_one_pass():
+    """A volume larger than a training patch still goes through the generators in one pass (the padded whole
+    volume), not window by window; beyond WHOLE_PASS_FACTOR patches the sliding window takes over."""
+    torch.manual_seed(0)
+    p = UMedProtector(in_channels=1, image_size=16, spatial_dims=3, native=True, contour_channels=(4, 8),
+                      contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,), texture_res_units=0).eval()
+    x = torch.rand(1, 30, 20, 26)
+    with torch.no_grad():
+        (raw_c, raw_t), = p._native_fields([x])
+        padded = F.pad(x[None], (3, 3, 6, 6, 1, 1))  # symmetric padding to 32 x 32 x 32
+        whole_c, whole_t = p.perturbator.generator_outputs(padded)
+    torch.testing.assert_close(raw_c, whole_c[:, :, 1:31, 6:26, 3:29])
+    torch.testing.assert_close(raw_t, whole_t[:, :, 1:31, 6:26, 3:29])
+    p.WHOLE_PASS_FACTOR = 1  # now too large for one pass: sliding window, a different result
+    with torch.no_grad():
+        (sw_c, _), = p._native_fields([x])
+    assert sw_c.shape == raw_c.shape and not torch.allclose(sw_c, raw_c)
