@@ -68,6 +68,7 @@ VARIANTS: dict[str, tuple[str, str, list[str], str]] = {
     "tap": ("protect_tap.json", "tap", [], "TAP (Fowl et al. 2021)"),
     "sep": ("protect_sep.json", "sep", [], "SEP (Chen et al. 2023)"),
     "ar": ("protect_ar.json", "ar", [], "AR (Sandoval-Segura et al. 2022)"),
+    "umed_robust": ("protect.json", "umed", ["--robust", "true"], "UMed trained through the countermeasures (EOT)"),
     "umed_contour": ("protect.json", "umed", ["--perturbator_args#parts", "contour"], "UMed, G_c only"),
     "umed_texture": ("protect.json", "umed", ["--perturbator_args#parts", "texture"], "UMed, G_t only"),
     "umed_contour_vanilla": (

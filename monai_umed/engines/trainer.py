@@ -183,7 +183,11 @@ class UMedTrainer(Trainer):
         generator_transform: optional differentiable transform between the protected batch and the surrogate in the
             generator phases (e.g. :class:`monai_umed.defenses.EOTDefense`): the generators then minimise the
             surrogate's loss on what the exploiter's countermeasures leave of the protected image. The perturbation
-            and its bounds are unchanged; the surrogate phases see the protected batch as it is.
+            and its bounds are unchanged.
+        surrogate_transform: optional transform of the protected batch before the surrogate in the surrogate phases
+            (no gradient), e.g. the same :class:`monai_umed.defenses.EOTDefense`: the surrogate then learns from the
+            exploiter's view of the protected data (what a defended exploiter trains on). ``None``: the surrogate
+            phases see the protected batch as it is.
     """
 
     def __init__(
@@ -208,6 +212,7 @@ class UMedTrainer(Trainer):
         prepare_batch: Callable = umed_prepare_batch,
         amp_kwargs: dict | None = None,
         generator_transform: Callable | None = None,
+        surrogate_transform: Callable | None = None,
     ) -> None:
         if not isinstance(train_data_loader, DataLoader):
             raise ValueError("train_data_loader must be a PyTorch DataLoader.")
@@ -254,6 +259,7 @@ class UMedTrainer(Trainer):
         self.add_event_handler(Events.COMPLETED, self._log_stop_reason)
         self.loss_function = loss_function or DiceCELoss(to_onehot_y=True, softmax=True)
         self.generator_transform = generator_transform
+        self.surrogate_transform = surrogate_transform
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.s_scaler = torch.amp.GradScaler("cuda", enabled=amp)
         self.state.phase = umed_phase(1, generator_epochs)
@@ -375,8 +381,11 @@ class UMedTrainer(Trainer):
             engine.surrogate.train()
             with torch.no_grad(), torch.autocast("cuda", enabled=engine.amp, **engine.amp_kwargs):
                 protected, delta_c, delta_t = engine.perturbator(image, band, texture, interior)
+                seen = protected.float()
+                if engine.surrogate_transform is not None:  # the exploiter's view of the protected batch
+                    seen = engine.surrogate_transform(seen)
             engine.s_optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(engine, protected.float().detach(), label)
+            loss = self._loss(engine, seen.detach(), label)
             if engine.stop_ratio is not None:
                 with torch.no_grad():
                     self._phase_losses["clean"].append(self._loss(engine, image, label).item())

@@ -241,3 +241,28 @@ def test_generator_transform_sits_between_the_protected_batch_and_the_surrogate(
     before = _flat(pert)
     trainer.run()
     assert torch.equal(_flat(pert), before)
+
+
+def test_surrogate_transform_gives_the_surrogate_the_exploiters_view(tiny_data):
+    """``surrogate_transform`` sees every surrogate-phase batch (never a generator-phase one) and what it returns is
+    what the surrogate trains on: a transform that erases the image leaves the surrogate a constant input, so its
+    training differs from the untransformed run while the generators' phases are untouched."""
+    seen = []
+
+    def record(x):
+        seen.append(tuple(x.shape))
+        return x
+
+    trainer, _, _ = _make_trainer(tiny_data, steps=8, phase_steps=2, generator_epochs=1)
+    trainer.surrogate_transform = record
+    trainer.run()
+    assert len(seen) == 4 and all(s[1:] == (1, 32, 32) for s in seen)  # 2 surrogate phases x 2 steps
+
+    torch.manual_seed(0)
+    plain, _, surrogate_plain = _make_trainer(tiny_data, steps=4, phase_steps=2, generator_epochs=1)
+    plain.run()
+    torch.manual_seed(0)
+    erased, _, surrogate_erased = _make_trainer(tiny_data, steps=4, phase_steps=2, generator_epochs=1)
+    erased.surrogate_transform = lambda x: x * 0.0
+    erased.run()
+    assert not torch.equal(_flat(surrogate_plain), _flat(surrogate_erased))
