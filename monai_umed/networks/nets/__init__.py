@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from .cdc_unet import CDCUNet
-from .exploiters import EXPLOITERS, UNetPlusPlusExploiter, get_exploiter
+from .exploiters import EXPLOITERS, UNetPlusPlusExploiter, exploiter_size_rule, get_exploiter
 from .perturbators import (
     BOUND_MODES,
     DEFAULT_EPSILON,
@@ -18,14 +18,13 @@ from .perturbators import (
 )
 from .transunet import TRANSUNET_PAPER_KWARGS, TransUNet
 
-# exploiters (nets/exploiters.py) and TransUNet (nets/transunet.py) are added here by their module's author.
-
 __all__ = [
     "BOUND_MODES",
     "EXPLOITERS",
     "TRANSUNET_PAPER_KWARGS",
     "TransUNet",
     "UNetPlusPlusExploiter",
+    "exploiter_size_rule",
     "get_exploiter",
     "CDCUNet",
     "ContourPerturbator",
