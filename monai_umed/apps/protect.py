@@ -401,8 +401,10 @@ def build_protector(
     :data:`BASELINE_FIT_DEFAULTS` are left to :func:`fit_protector`.
 
     Raises:
-        UserInputError: unknown name or option (one line naming it).
+        UserInputError: unknown name or option (one line naming it); a baseline under ``torchrun`` with several
+            processes (multi-GPU protection is implemented for UMed only).
     """
+    from monai_umed.distributed import is_distributed
     from monai_umed.protectors import PROTECTORS
 
     name = str(name).lower()
@@ -410,6 +412,8 @@ def build_protector(
         raise UserInputError(f"--protector {name!r}: unknown; choose one of {', '.join(sorted(PROTECTORS))}.")
     if name == "umed":
         return umed
+    if is_distributed():
+        raise UserInputError(f"--protector {name!r} runs in one process; multi-GPU (torchrun) protection is for umed only.")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if len(size) != 2:
         raise UserInputError(

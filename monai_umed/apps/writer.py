@@ -21,6 +21,7 @@ import nibabel as nib
 import torch
 from PIL import Image
 
+from monai_umed.distributed import all_gather_objects, barrier, rank_and_world, shard
 from monai_umed.data import LoadMaskd, RawImage, intensity_range, label_paths, protected_name, read_raw, to_unit
 from monai_umed.handlers.metrics import invisibility_metrics
 from monai_umed.protectors import Protector, UMedProtector
@@ -185,6 +186,11 @@ class ProtectedDatasetWriter:
     the GIL) while the protector runs on batches of ``batch_size`` images; at most about three batches are in
     flight, so memory does not grow with the dataset. Entries keep the datalist order. While the pool runs,
     torch uses one intra-op thread per Python thread (restored afterwards).
+
+    **Several processes** (``torchrun``, :mod:`monai_umed.distributed`): rank 0 locks and cleans the folders, each
+    rank writes every world-th image (temporary names are unique per process) and saves its in-progress entries to
+    ``manifest.rank<r>.json``; at the end rank 0 writes the one manifest in datalist order (atomically) and removes
+    the per-rank files. A re-run (with any number of processes) keeps what the per-rank manifests record.
 
     If a ``surrogate`` is given (UMed only), the summary also reports its ``L_seg`` on the clean images, on the
     protected images as computed in training, and on the files as written (re-read and resized to the training
@@ -362,8 +368,8 @@ class ProtectedDatasetWriter:
             "written": float(loss_fn(self.surrogate(written["image"][None].to(dev)), lab)),
         }
 
-    def _load_manifest(self) -> dict:
-        path = self.manifest_dir / "manifest.json"
+    def _load_manifest(self, name: str = "manifest.json") -> dict:
+        path = self.manifest_dir / name
         if path.is_file():
             try:
                 with open(path) as f:
@@ -372,26 +378,34 @@ class ProtectedDatasetWriter:
                 raise UserInputError(f"existing manifest {path} is unreadable ({e}); move it away to start afresh.") from e
         return {}
 
+    def _rank_manifests(self) -> list[Path]:
+        """In-progress manifests of the ranks of an interrupted multi-process run (``manifest.rank<r>.json``)."""
+        return sorted(self.manifest_dir.glob("manifest.rank*.json"))
+
     def fingerprint(self) -> str:
         """The protector's :meth:`~monai_umed.protectors.Protector.fingerprint`: a re-run keeps an existing output
         only if the manifest that recorded it carries the same one."""
         return self.protector.fingerprint()
 
     def _previous_entries(self, fingerprint: str) -> dict:
-        """Entries of an existing manifest that a re-run may keep: only those written by the same protector."""
-        manifest = self._load_manifest()
-        if not manifest:
-            return {}
-        if manifest.get("protector_fingerprint") != fingerprint:
-            logger.info(
-                "%s was written by another protector or with other settings: every image is written anew.",
-                self.manifest_dir / "manifest.json",
-            )
-            return {}
-        return {e["source"]: e for e in manifest.get("images", [])}
+        """Entries of an existing manifest (and of the per-rank manifests of an interrupted multi-process run)
+        that a re-run may keep: only those written by the same protector."""
+        previous: dict = {}
+        for name in ["manifest.json", *(p.name for p in self._rank_manifests())]:
+            manifest = self._load_manifest(name)
+            if not manifest:
+                continue
+            if manifest.get("protector_fingerprint") != fingerprint:
+                logger.info(
+                    "%s was written by another protector or with other settings: its images are written anew.",
+                    self.manifest_dir / name,
+                )
+                continue
+            previous.update({e["source"]: e for e in manifest.get("images", [])})
+        return previous
 
-    def _entries(self, previous: dict):
-        """Yield ``(manifest entry, kept)`` in datalist order; the pipeline of the class docstring."""
+    def _entries(self, previous: dict, datalist: Sequence[dict]):
+        """Yield ``(manifest entry, kept)`` in ``datalist`` order; the pipeline of the class docstring."""
         pool = ThreadPoolExecutor(max_workers=self.num_workers) if self.num_workers else None
 
         def submit(fn, *args) -> Future:
@@ -410,7 +424,7 @@ class ProtectedDatasetWriter:
             return f
 
         window = 2 * self.batch_size
-        items = iter(self.datalist)
+        items = iter(datalist)
         threads = torch.get_num_threads()
         if pool is not None:
             # one torch thread per Python thread: the pool already keeps the cores busy, and nested intra-op
@@ -451,40 +465,53 @@ class ProtectedDatasetWriter:
     # ------------------------------------------------------------------ main
     @torch.no_grad()
     def __call__(self, _engine: Any = None) -> dict:
-        # one run at a time per folder: a second run refuses with a message naming the first
-        lock_output_dir(self.manifest_dir, "writer")
-        if not is_within(self.output_dir, self.manifest_dir):
-            lock_output_dir(self.output_dir, "writer", beside=True)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.manifest_dir.mkdir(parents=True, exist_ok=True)
-        self._remove_stale_temporaries()
+        rank, world = rank_and_world()
+        if rank == 0:
+            # one run at a time per folder: a second run refuses with a message naming the first
+            lock_output_dir(self.manifest_dir, "writer")
+            if not is_within(self.output_dir, self.manifest_dir):
+                lock_output_dir(self.output_dir, "writer", beside=True)
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            self.manifest_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_stale_temporaries()
+        barrier()  # several processes: the others start once the folders are ready and cleaned
         self.protector.eval()
         if self.surrogate is not None:
             self.surrogate.eval()  # before the worker threads use it
         fingerprint = self.fingerprint()
         previous = self._previous_entries(fingerprint)
+        mine = shard(self.datalist)  # all images in one process; every world-th from this rank's in several
         entries: list[dict] = []
         skipped = 0
         t0 = time.time()
         manifest_path = self.manifest_dir / "manifest.json"
+        progress_path = manifest_path if world == 1 else self.manifest_dir / f"manifest.rank{rank}.json"
         head = {"settings": self.settings, "protector": self.protector.name, "protector_fingerprint": fingerprint}
         try:
-            for n, (entry, kept) in enumerate(self._entries(previous), 1):
+            for n, (entry, kept) in enumerate(self._entries(previous, mine), 1):
                 entries.append(entry)
                 skipped += int(kept)
-                if n % 25 == 0 or n == len(self.datalist):
-                    logger.info("protected %d/%d images (%.1f s)", n, len(self.datalist), time.time() - t0)
+                if n % 25 == 0 or n == len(mine):
+                    logger.info("protected %d/%d images (%.1f s)", n, len(mine), time.time() - t0)
                 if n % self.manifest_every == 0:
-                    atomic_write_json(manifest_path, dict(head, images=entries), indent=None)
+                    atomic_write_json(progress_path, dict(head, images=entries), indent=None)
         except BaseException:
             # keep what is done (Ctrl-C included), so that a re-run skips it
-            atomic_write_json(manifest_path, dict(head, images=entries), indent=None)
+            atomic_write_json(progress_path, dict(head, images=entries), indent=None)
             raise
+        if world > 1:  # one manifest in datalist order, from every rank's entries
+            parts = all_gather_objects((entries, skipped))
+            order = {str(Path(d["image"])): i for i, d in enumerate(self.datalist)}
+            entries = sorted((e for part, _ in parts for e in part), key=lambda e: order.get(e["source"], len(order)))
+            skipped = sum(k for _, k in parts)
         elapsed = time.time() - t0
         summary = self.summarize(entries)
         summary.update({"skipped_existing": skipped, "output_dir": str(self.output_dir), "write_seconds": elapsed})
         stale = self._stale_files(entries)
         manifest = dict(head, summary=summary, images=entries)
+        if rank > 0:  # rank 0 writes the manifest and reports
+            barrier()
+            return self._check_changed(summary)
         if stale:
             manifest["stale_files"] = stale
             logger.warning(
@@ -493,7 +520,10 @@ class ProtectedDatasetWriter:
                 len(stale), self.output_dir, ", ".join(stale[:5]), " ..." if len(stale) > 5 else "",
             )
         atomic_write_json(manifest_path, manifest)
+        for part in self._rank_manifests():  # merged into manifest.json
+            part.unlink()
         self._write_csv(entries)
+        barrier()
         logger.info(
             "protected dataset: %s | manifest: %s | %d images | PSNR %.2f dB | SSIM %.4f | l-inf %.4f (%.2f/255) "
             "| changed %.1f %%",
@@ -506,7 +536,11 @@ class ProtectedDatasetWriter:
             summary["linf_max"] * 255,
             100 * summary["changed_fraction_mean"],
         )
-        if entries and summary["num_unchanged"] == summary["num_images"]:
+        return self._check_changed(summary)
+
+    def _check_changed(self, summary: dict) -> dict:
+        """``summary``, or a :class:`UserInputError` when no image was changed (the data is not protected)."""
+        if summary["num_images"] and summary["num_unchanged"] == summary["num_images"]:
             raise UserInputError(
                 f"no image was changed ({summary['num_images']} written unchanged to {self.output_dir}): the data is "
                 "NOT protected. Check that the masks mark the regions of interest and that epsilon times the "

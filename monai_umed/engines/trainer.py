@@ -13,6 +13,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from monai_umed.distributed import all_reduce_mean, broadcast_module, unwrap
 from monai_umed.networks import UMedPerturbator
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -157,9 +158,10 @@ class UMedTrainer(Trainer):
         train_data_loader: yields dicts with ``image`` ([B, C, H, W] on the [0, 1] scale), ``label`` ([B, 1, H, W]
             class indices), ``contour_band``, ``roi_interior`` (from ``ContourBandd``) and ``texture_map``
             (from ``LBPTextureMapd``).
-        perturbator: the two generators G_c and G_t.
+        perturbator: the two generators G_c and G_t (or a ``DistributedDataParallel`` wrapper of them, see
+            :mod:`monai_umed.distributed`: each phase calls the wrapper only for the networks it updates).
         surrogate: the surrogate segmentation network F_s (paper: a U-Net; any network returning logits
-            ``[B, num_classes, H, W]`` works).
+            ``[B, num_classes, H, W]`` works), possibly DDP-wrapped.
         g_optimizer: optimizer over both generators' parameters (paper: Adam, lr 1e-4).
         s_optimizer: optimizer over the surrogate's parameters (paper: Adam, lr 1e-4).
         surrogate_epochs: number of surrogate epochs (paper: 100); ignored when ``steps`` is given.
@@ -275,7 +277,8 @@ class UMedTrainer(Trainer):
         if engine.state.phase == UMedPhase.SURROGATE and engine.surrogate_reset > 0:
             cycle = engine.state.epoch // (engine.generator_epochs + 1)  # 1-based index of this surrogate phase
             if cycle > 1 and (cycle - 1) % engine.surrogate_reset == 0:
-                reset_parameters(engine.surrogate)
+                reset_parameters(unwrap(engine.surrogate))
+                broadcast_module(engine.surrogate)  # several processes: all start from rank 0's draw
                 engine.s_optimizer.state.clear()
                 engine.logger.info("epoch %d: surrogate re-initialised (surrogate_reset=%d)", engine.state.epoch,
                                    engine.surrogate_reset)
@@ -287,6 +290,8 @@ class UMedTrainer(Trainer):
             return
         protected = sum(losses["protected"]) / len(losses["protected"])
         clean = sum(losses["clean"]) / len(losses["clean"])
+        # several processes: every rank decides on the same means, so all stop together
+        protected, clean = all_reduce_mean([protected, clean], device=engine.state.device)
         engine.state.loss_ratio = protected / max(clean, 1e-12)
         engine.logger.info(
             "epoch %d: surrogate L_seg protected %.4f / clean %.4f = %.3f (stop_ratio %.3f)",
@@ -331,10 +336,11 @@ class UMedTrainer(Trainer):
         """Everything needed to resume: both generators, the surrogate, both optimizers, AMP scalers, the epoch,
         and the state of the data loader's random generator (when it has one), so that a resumed run draws the
         same data order as the uninterrupted run and, on the CPU, ends with the same weights."""
+        perturbator = unwrap(self.perturbator)
         objects = {
-            "contour_generator": self.perturbator.contour,
-            "texture_generator": self.perturbator.texture,
-            "surrogate": self.surrogate,
+            "contour_generator": perturbator.contour,
+            "texture_generator": perturbator.texture,
+            "surrogate": unwrap(self.surrogate),
             "g_optimizer": self.g_optimizer,
             "s_optimizer": self.s_optimizer,
             "g_scaler": self.g_scaler,
@@ -346,9 +352,10 @@ class UMedTrainer(Trainer):
             objects["loader_generator"] = GeneratorState(generator)
         return objects
 
-    def _loss(self, engine: UMedTrainer, protected: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _loss(engine: UMedTrainer, protected: torch.Tensor, label: torch.Tensor, surrogate: Any = None) -> torch.Tensor:
         with torch.autocast("cuda", enabled=engine.amp, **engine.amp_kwargs):
-            pred = engine.surrogate(protected)
+            pred = (surrogate or engine.surrogate)(protected)
         return engine.loss_function(pred.float(), label)
 
     def _iteration(self, engine: UMedTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -370,7 +377,8 @@ class UMedTrainer(Trainer):
             seen = protected.float()
             if engine.generator_transform is not None:  # the exploiter's countermeasures, differentiably (EOT)
                 seen = engine.generator_transform(seen)
-            loss = self._loss(engine, seen, label)
+            # the frozen surrogate outside its DDP wrapper: it is not updated in this phase
+            loss = self._loss(engine, seen, label, unwrap(engine.surrogate))
             engine.g_scaler.scale(loss).backward()
             engine.g_scaler.step(engine.g_optimizer)
             engine.g_scaler.update()
@@ -380,7 +388,7 @@ class UMedTrainer(Trainer):
             engine.perturbator.eval()
             engine.surrogate.train()
             with torch.no_grad(), torch.autocast("cuda", enabled=engine.amp, **engine.amp_kwargs):
-                protected, delta_c, delta_t = engine.perturbator(image, band, texture, interior)
+                protected, delta_c, delta_t = unwrap(engine.perturbator)(image, band, texture, interior)
                 seen = protected.float()
                 if engine.surrogate_transform is not None:  # the exploiter's view of the protected batch
                     seen = engine.surrogate_transform(seen)
@@ -388,7 +396,7 @@ class UMedTrainer(Trainer):
             loss = self._loss(engine, seen.detach(), label)
             if engine.stop_ratio is not None:
                 with torch.no_grad():
-                    self._phase_losses["clean"].append(self._loss(engine, image, label).item())
+                    self._phase_losses["clean"].append(self._loss(engine, image, label, unwrap(engine.surrogate)).item())
                 self._phase_losses["protected"].append(loss.item())
             engine.s_scaler.scale(loss).backward()
             engine.s_scaler.step(engine.s_optimizer)

@@ -17,6 +17,8 @@ from ignite.engine import Engine, Events
 
 from monai.handlers import ValidationHandler
 
+from monai_umed.distributed import all_gather_objects, is_main_process
+
 __all__ = ["ValidationSchedule", "ValidationCurve", "curve_best"]
 
 
@@ -144,6 +146,8 @@ class ValidationCurve:
 
     def _completed(self, engine: Engine) -> None:
         details = engine.state.metric_details
+        # several processes: MONAI's metrics gather every rank's scores in rank order; gather the items alike
+        self._items = [item for part in all_gather_objects(self._items) for item in part]
         n = len(self._items)
         dsc = torch.as_tensor(details[self.dice_name]).reshape(n, -1).float().cpu().numpy().astype(np.float64)
         jac = torch.as_tensor(details[self.iou_name]).reshape(n, -1).float().cpu().numpy().astype(np.float64)
@@ -164,6 +168,8 @@ class ValidationCurve:
         epoch = int(engine.state.epoch)
         self.evaluations[epoch] = (summary, rows)
         self.seconds += time.perf_counter() - self._t0
+        if not is_main_process():
+            return
         if self.summary_writer is not None:
             for tag, key in ((self.dice_name, "dsc"), (self.iou_name, "jaccard")):
                 if summary[key] is not None:
