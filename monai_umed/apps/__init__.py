@@ -13,6 +13,7 @@ from monai_umed.apps.protect import (
     dataset_classes,
     image_spatial_dims,
     training_size,
+    robust_countermeasures,
     robust_transform,
     infer_channels,
     latest_checkpoint,

@@ -38,6 +38,7 @@ __all__ = [
     "dataset_classes",
     "image_spatial_dims",
     "training_size",
+    "robust_countermeasures",
     "robust_transform",
     "umed_transforms",
     "latest_checkpoint",
@@ -143,20 +144,50 @@ def training_size(image_size: int | Sequence[int], spatial_dims: int, volume_siz
     return tuple(int(s) for s in size)
 
 
-def robust_transform(robust: Any, spatial_dims: int = 2, seed: int = 0) -> Any:
-    """The generators' view of the protected images for ``--robust true``: :class:`monai_umed.defenses.EOTDefense`
-    (a random differentiable countermeasure per image, seeded with ``seed``); ``None`` for ``--robust false``.
+_FLAG_WORDS = ("true", "yes", "y", "on", "false", "no", "n", "off", "none", "null", "1", "0")
+
+
+def robust_countermeasures(robust: Any) -> list[str] | None:
+    """The countermeasures ``--robust`` asks for: ``true`` -> every one of
+    :data:`monai_umed.defenses.EOT_TRANSFORMS`, ``false`` -> ``None``, or a comma list of their names (e.g.
+    ``identity,jpeg``: half of the draws go through JPEG).
 
     Raises:
-        UserInputError: ``--robust true`` on 3D volumes (the countermeasures are 2D image operations).
+        UserInputError: a name that is not a countermeasure.
     """
-    if not as_bool(robust, "robust"):
+    from monai_umed.defenses import EOT_TRANSFORMS
+
+    if isinstance(robust, (list, tuple)):
+        names = [str(n).strip().lower() for n in robust]
+    elif robust is None or isinstance(robust, (bool, int)) or str(robust).strip().lower() in _FLAG_WORDS:
+        return list(EOT_TRANSFORMS) if as_bool(robust, "robust") else None
+    else:
+        names = [n.strip().lower() for n in str(robust).split(",") if n.strip()]
+    bad = [n for n in names if n not in EOT_TRANSFORMS]
+    if bad or not names:
+        raise UserInputError(
+            f"--robust {robust!r}: give true, false or a comma list of {', '.join(EOT_TRANSFORMS)} "
+            f"(unknown: {', '.join(bad) or 'empty list'})."
+        )
+    return names
+
+
+def robust_transform(robust: Any, spatial_dims: int = 2, seed: int = 0) -> Any:
+    """The generators' (and the surrogate's) view of the protected images for ``--robust``:
+    :class:`monai_umed.defenses.EOTDefense` over :func:`robust_countermeasures` (a random differentiable
+    countermeasure per image, seeded with ``seed``); ``None`` for ``--robust false``.
+
+    Raises:
+        UserInputError: ``--robust`` on 3D volumes (the countermeasures are 2D image operations), or an unknown name.
+    """
+    names = robust_countermeasures(robust)
+    if names is None:
         return None
     if int(spatial_dims) != 2:
-        raise UserInputError("--robust true works on 2D images only (JPEG, blur, median ... are 2D operations).")
+        raise UserInputError("--robust works on 2D images only (JPEG, blur, median ... are 2D operations).")
     from monai_umed.defenses import EOTDefense
 
-    return EOTDefense(generator=torch.Generator().manual_seed(int(seed)))
+    return EOTDefense(names, generator=torch.Generator().manual_seed(int(seed)))
 
 
 def _grey_channels(raw: Any) -> bool:

@@ -150,3 +150,21 @@ def test_a_dataset_is_2d_or_3d(tmp_path):
              {"image": str(vol / "imagesTr" / "v_0.nii.gz"), "label": str(vol / "labelsTr" / "v_0.nii.gz"), "name": "b"}]
     with pytest.raises(DatasetValidationError, match="mixes 2D images .* and 3D volumes"):
         validate_datalist(items)
+
+
+def test_robust_countermeasures():
+    """``--robust``: a flag (every countermeasure, or none) or a comma list of countermeasures; anything else is one
+    clear error. The transform draws only from the named countermeasures."""
+    from monai_umed.apps import robust_countermeasures, robust_transform
+    from monai_umed.defenses import EOT_TRANSFORMS
+    from monai_umed.utils import UserInputError
+
+    assert robust_countermeasures("true") == list(EOT_TRANSFORMS) and robust_countermeasures(True) == list(EOT_TRANSFORMS)
+    assert robust_countermeasures("false") is None and robust_countermeasures(None) is None
+    assert robust_countermeasures("identity, JPEG") == ["identity", "jpeg"] == robust_countermeasures(["identity", "jpeg"])
+    assert robust_transform("identity,jpeg").transforms == ("identity", "jpeg")
+    for bad in ("jpg", "maybe", ","):
+        with pytest.raises(UserInputError, match="comma list"):
+            robust_countermeasures(bad)
+    with pytest.raises(UserInputError, match="2D images only"):
+        robust_transform("jpeg", spatial_dims=3)

@@ -443,9 +443,11 @@ def test_protect_volumes(tmp_path, volumes):
 def test_protect_robust_trains_through_the_countermeasures(tmp_path):
     """``--robust true``: the generators train through the differentiable countermeasures; the written files keep
     the same bounds; the setting is recorded."""
+    from monai_umed.defenses import EOT_TRANSFORMS
+
     data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=4)
     out = tmp_path / "out"
     _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
             "--robust", "true", "--verify", "false")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["settings"]["robust"] is True and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    assert manifest["settings"]["robust"] == list(EOT_TRANSFORMS) and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
