@@ -69,6 +69,7 @@ VARIANTS: dict[str, tuple[str, str, list[str], str]] = {
     "sep": ("protect_sep.json", "sep", [], "SEP (Chen et al. 2023)"),
     "ar": ("protect_ar.json", "ar", [], "AR (Sandoval-Segura et al. 2022)"),
     "umed_robust": ("protect.json", "umed", ["--robust", "true"], "UMed trained through the countermeasures (EOT)"),
+    "umed_robust_jpeg": ("protect.json", "umed", ["--robust", "identity,jpeg"], "UMed trained through JPEG (EOT)"),
     "umed_contour": ("protect.json", "umed", ["--perturbator_args#parts", "contour"], "UMed, G_c only"),
     "umed_texture": ("protect.json", "umed", ["--perturbator_args#parts", "texture"], "UMed, G_t only"),
     "umed_contour_vanilla": (
