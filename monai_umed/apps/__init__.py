@@ -38,6 +38,9 @@ from monai_umed.apps.verify import (
     WEAK_RATIO,
     protection_verdict,
     report_verification,
+    DEFENSE_LABELS,
+    defense_verdict,
     verification_split,
+    verify_defenses,
     verify_protection,
 )

@@ -41,7 +41,10 @@ __all__ = [
     "VERIFICATION_KEYS",
     "WEAK_RATIO",
     "MIN_REFERENCE_DSC",
+    "DEFENSE_LABELS",
+    "defense_verdict",
     "verification_split",
+    "verify_defenses",
     "verify_protection",
     "protection_verdict",
     "report_verification",
@@ -55,6 +58,16 @@ VERIFY_EXPLOITER_KWARGS: dict[str, Any] = {"channels": (8, 16, 32, 64, 128)}
 #: The protection is weak when the DSC of the exploiter trained on the protected files exceeds this fraction of the
 #: DSC of the same exploiter trained on the clean files.
 WEAK_RATIO = 0.5
+#: How the verdicts name each exploiter defense.
+DEFENSE_LABELS: dict[str, str] = {
+    "jpeg": "JPEG compression",
+    "gaussian_blur": "Gaussian blur",
+    "median": "median filtering",
+    "downsample_upsample": "down/up-sampling",
+    "grayscale": "grey-scale conversion",
+    "augment": "strong augmentation",
+    "adversarial_training": "adversarial training",
+}
 #: Below this clean (reference) DSC the verification is inconclusive: the exploiter did not learn the task even
 #: from clean data, so a low protected DSC proves nothing.
 MIN_REFERENCE_DSC = 0.5
@@ -240,6 +253,56 @@ def protection_verdict(
     return True, message
 
 
+def defense_verdict(
+    defense: str,
+    protected_dsc: float | None,
+    clean_dsc: float | None,
+    protected_dsc_best: float | None = None,
+    exploiter: str = "unet",
+) -> tuple[bool, str]:
+    """``(protected, message)`` for an exploiter that applies ``defense`` (e.g. JPEG compression) to the protected
+    files before training: weak, by the rule of :func:`protection_verdict`, when its final or best-epoch DSC on the
+    clean fold exceeds ``WEAK_RATIO`` x the undefended clean reference."""
+    name, label = _display_name(exploiter), DEFENSE_LABELS.get(str(defense).lower(), str(defense))
+    best = protected_dsc if protected_dsc_best is None else protected_dsc_best
+    if protected_dsc is None or clean_dsc is None:
+        return False, f"the protection against {label} could not be verified (no held-out image was scored)."
+    if max(protected_dsc, best if best is not None else protected_dsc) > WEAK_RATIO * clean_dsc:
+        return False, (
+            f"THE DATA IS NOT PROTECTED AGAINST {label.upper()}: a {name} trained on the protected files after "
+            f"{label} reaches DSC {protected_dsc:.2f} ({_fmt(best)} at its best epoch) on clean held-out images "
+            f"({clean_dsc:.2f} when trained on the originals). An exploiter who applies it learns the task."
+        )
+    return True, (
+        f"protected against {label}: a {name} trained on the protected files after {label} reaches DSC "
+        f"{protected_dsc:.2f} ({_fmt(best)} at its best epoch; {clean_dsc:.2f} clean)."
+    )
+
+
+def verify_defenses(defenses: Any, spatial_dims: int = 2) -> list[str]:
+    """The countermeasures the self-verification also tries (``--verify_defenses``): ``"auto"`` -> JPEG at
+    quality 30 for images (the cheapest countermeasure that undoes most unlearnable examples) and none for volumes;
+    ``"none"`` / empty -> none; else a comma list (or list) of ``train_exploiter`` defenses.
+
+    Raises:
+        UserInputError: an unknown defense, or a 2D-only defense for volumes.
+    """
+    from monai_umed.apps.exploit import EXPLOIT_DEFENSES
+
+    if defenses is None or str(defenses).strip().lower() in ("none", "false", ""):
+        return []
+    if isinstance(defenses, str) and defenses.strip().lower() == "auto":
+        return ["jpeg"] if int(spatial_dims) == 2 else []
+    names = [str(d).strip().lower() for d in (defenses if isinstance(defenses, (list, tuple)) else str(defenses).split(","))]
+    names = [n for n in names if n and n != "none"]
+    bad = [n for n in names if n not in EXPLOIT_DEFENSES]
+    if bad:
+        raise UserInputError(f"--verify_defenses: unknown {', '.join(bad)}; valid: auto, none, {', '.join(EXPLOIT_DEFENSES)}.")
+    if int(spatial_dims) == 3 and set(names) & {"jpeg", "grayscale", "augment"}:
+        raise UserInputError("--verify_defenses: jpeg, grayscale and augment work on 2D images only.")
+    return names
+
+
 # ----------------------------------------------------------------------------------------------- verification
 def verify_protection(
     dataset_dir: str | os.PathLike | None,
@@ -259,6 +322,7 @@ def verify_protection(
     min_images: int = 10,
     device: str | torch.device | None = None,
     progress: bool = False,
+    defenses: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train a fresh exploiter on the written protected files and score it on clean held-out originals.
 
@@ -292,6 +356,11 @@ def verify_protection(
         fraction, min_images: size of the fold (see :func:`verification_split`).
         device: ``"cuda"`` / ``"cpu"`` / ...; ``None`` -> CUDA when available.
         progress: show ignite progress bars.
+        defenses: ``train_exploiter`` defenses (e.g. ``["jpeg"]``) to try too: one more run per defense on the
+            protected files with the defense applied (``work_dir/protected_<defense>``), judged against the
+            undefended clean reference by :func:`defense_verdict`; the result's ``"defenses"`` maps each name to
+            ``{"dsc", "dsc_best", "protected", "message", "metrics"}``. The main verdict (``protected``) stays the
+            undefended one.
 
     Returns:
         ``{"protected_dsc", "clean_dsc", "protected_dsc_best", "clean_dsc_best", "exploiter", "exploiter_kwargs",
@@ -357,6 +426,12 @@ def verify_protection(
     protected_dsc, clean_dsc = p["dsc"], c["dsc"]
     protected_best, clean_best = p.get("dsc_best", protected_dsc), c.get("dsc_best", clean_dsc)
     protected, message = protection_verdict(protected_dsc, clean_dsc, protected_best, clean_best, exploiter)
+    defended: dict[str, dict[str, Any]] = {}
+    for defense in defenses:
+        d = train_exploiter(root, datalist, work / f"protected_{defense}", train_dir=protected_dir, defense=defense, **common)
+        ok, msg = defense_verdict(defense, d["dsc"], clean_dsc, d.get("dsc_best", d["dsc"]), exploiter)
+        defended[str(defense)] = {"dsc": d["dsc"], "dsc_best": d.get("dsc_best", d["dsc"]), "protected": ok,
+                                  "message": msg, "metrics": str(work / f"protected_{defense}" / "metrics.json")}
     n_train = int(p.get("n_train", len(train_items)))
     return {
         "protected_dsc": protected_dsc,
@@ -378,6 +453,7 @@ def verify_protection(
         "conclusive": clean_dsc is not None and clean_dsc >= MIN_REFERENCE_DSC,
         "protected_metrics": str(work / "protected" / "metrics.json"),
         "clean_metrics": str(work / "clean" / "metrics.json"),
+        "defenses": defended,
     }
 
 
@@ -444,6 +520,8 @@ def report_verification(
         logger.warning("%s", result["message"])
     elif result.get("conclusive") is False:
         logger.warning("%s", result["message"])
+    for entry in (result.get("defenses") or {}).values():
+        (logger.info if entry["protected"] else logger.warning)("%s", entry["message"])
     if require_dsc is not None:
         limit = float(require_dsc)
         got = result["protected_dsc"]

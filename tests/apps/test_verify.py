@@ -20,9 +20,11 @@ import monai_umed.apps.verify as verify_mod
 from monai_umed.apps import (
     VERIFICATION_KEYS,
     VERIFY_EXPLOITER_KWARGS,
+    defense_verdict,
     protection_verdict,
     report_verification,
     verification_split,
+    verify_defenses,
     verify_protection,
 )
 from monai_umed.data import load_datalist
@@ -309,3 +311,42 @@ def test_missing_protected_file_is_reported(tmp_path, ellipses):
     (protected / gone).unlink()
     with pytest.raises(UserInputError, match=str(protected / gone)):
         verify_protection(clean, load_datalist(clean), protected, tmp_path / "out" / "verification", **TINY)
+
+
+def test_defense_verdict_and_verify_defenses():
+    """The verdict under a countermeasure uses the undefended clean reference and the same 0.5 rule (final or best
+    epoch); ``--verify_defenses`` is ``auto`` (JPEG for images, nothing for volumes), ``none`` or a list."""
+    ok, msg = defense_verdict("jpeg", 0.2, 0.8, 0.35)
+    assert ok and msg.startswith("protected against JPEG compression")
+    weak, msg = defense_verdict("jpeg", 0.2, 0.8, 0.45)
+    assert not weak and msg.startswith("THE DATA IS NOT PROTECTED AGAINST JPEG COMPRESSION") and "0.45" in msg
+    assert not defense_verdict("median", None, 0.8)[0]
+    assert verify_defenses("auto") == ["jpeg"] and verify_defenses("auto", spatial_dims=3) == []
+    assert verify_defenses("none") == [] and verify_defenses(None) == []
+    assert verify_defenses("jpeg, median") == ["jpeg", "median"] == verify_defenses(["jpeg", "median"])
+    with pytest.raises(UserInputError, match="unknown jpg"):
+        verify_defenses("jpg")
+    with pytest.raises(UserInputError, match="2D images only"):
+        verify_defenses("jpeg", spatial_dims=3)
+
+
+def test_defended_runs_are_recorded_and_reported(tmp_path, monkeypatch, verify_log):
+    """``defenses=["jpeg"]``: one more run on the protected files with the defense, judged against the clean
+    reference; the main verdict is unchanged, the weak defense is a WARNING naming it."""
+    calls = []
+
+    def fake_train(dataset_dir, datalist, output_dir, train_dir=None, defense="none", **kwargs):
+        calls.append((Path(output_dir).name, train_dir, defense))
+        dsc = {"none": 0.1, "jpeg": 0.7}[defense] if train_dir else 0.8
+        return {"dsc": dsc, "dsc_best": dsc, "n_train": len(datalist["training"]), "n_test": len(datalist["test"])}
+
+    monkeypatch.setattr(verify_mod, "train_exploiter", fake_train)
+    (tmp_path / "protected").mkdir()
+    result = verify_protection("/data", _entries(30), tmp_path / "protected", tmp_path / "v", defenses=["jpeg"])
+    assert calls == [("protected", tmp_path / "protected", "none"), ("clean", None, "none"),
+                     ("protected_jpeg", tmp_path / "protected", "jpeg")]
+    assert result["protected"] is True and result["defenses"]["jpeg"]["protected"] is False
+    assert result["defenses"]["jpeg"]["dsc"] == 0.7
+    report_verification(result, _manifest(tmp_path))
+    warnings = [r.getMessage() for r in verify_log.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("THE DATA IS NOT PROTECTED AGAINST JPEG COMPRESSION")

@@ -102,6 +102,10 @@ def test_protect_verifies_what_it_wrote_and_warns_when_unprotected(tmp_path):
         assert key in v
     assert (v["n_train"], v["n_test"]) == (14, 10) and v["exploiter"] == "unet"
     assert v["protected"] is False and "THE DATA IS NOT PROTECTED" in log
+    # --verify_defenses auto: images are also checked against an exploiter that JPEG-compresses them
+    jpeg = v["defenses"]["jpeg"]
+    assert jpeg["protected"] is False and "THE DATA IS NOT PROTECTED AGAINST JPEG COMPRESSION" in log
+    assert json.loads(Path(jpeg["metrics"]).read_text())["defense"] == "jpeg"
     assert "VERIFICATION FAILED" in log and f"{v['protected_dsc']:.2f}" in log
     # the fold is every image's original, and every image, the fold included, was written
     assert manifest["summary"]["num_images"] == 24 and set(v["fold"]) <= {e["name"] for e in manifest["images"]}
