@@ -355,7 +355,7 @@ class UMedTrainer(Trainer):
     @staticmethod
     def _loss(engine: UMedTrainer, protected: torch.Tensor, label: torch.Tensor, surrogate: Any = None) -> torch.Tensor:
         with torch.autocast("cuda", enabled=engine.amp, **engine.amp_kwargs):
-            pred = (surrogate or engine.surrogate)(protected)
+            pred = (engine.surrogate if surrogate is None else surrogate)(protected)
         return engine.loss_function(pred.float(), label)
 
     def _iteration(self, engine: UMedTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
