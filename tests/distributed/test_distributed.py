@@ -57,7 +57,7 @@ def test_two_processes_train_like_one(tmp_path, data):
 def test_protect_with_torchrun_writes_what_one_process_writes(tmp_path, data):
     """``torchrun ... protect.json + multi_gpu.json``: one manifest in datalist order (no per-rank leftovers), one
     protector file and checkpoints from rank 0; re-applying the saved protector in one process (``apply``) writes
-    the same files byte for byte, so the shards are the single-process output. A baseline protector is refused."""
+    the same files byte for byte, so the shards are the single-process output."""
     out = tmp_path / "out"
     configs = str([str(CONFIGS / "protect.json"), str(CONFIGS / "multi_gpu.json")])
     args = ["--dataset_dir", str(data), "--image_size", "32", "--steps", "8", "--phase_steps", "2", "--batch_size", "4",
@@ -78,9 +78,15 @@ def test_protect_with_torchrun_writes_what_one_process_writes(tmp_path, data):
                  json.loads((again / "manifest.json").read_text())["images"]}
     assert reapplied == {Path(e["source"]).name: e["sha256_output"] for e in manifest["images"]}
 
-    bad = _torchrun(2, "-m", "monai.bundle", "run", "protect", "--config_file", configs, "--output_dir",
-                    str(tmp_path / "lsp"), "--protector", "lsp", *args, check=False)
-    assert bad.returncode != 0 and "umed only" in bad.stdout + bad.stderr
+
+def test_baselines_are_refused_under_torchrun(monkeypatch):
+    """Multi-process protection is UMed's: a baseline protector under several processes is a one-line error."""
+    from monai_umed.apps import build_protector
+    from monai_umed.utils import UserInputError
+
+    monkeypatch.setattr(mud, "is_distributed", lambda: True)
+    with pytest.raises(UserInputError, match="umed only"):
+        build_protector("lsp", None, 1, 4 / 255, ["a"], 32)
 
 
 def test_helpers_in_one_process(monkeypatch):
