@@ -562,6 +562,7 @@ class ProtectedDatasetWriter:
         keep = {Path(e["output"]).resolve() for e in entries}
         keep |= {Path(m["output"]).resolve() for e in entries for m in e["masks"]}
         keep |= {(self.manifest_dir / n).resolve() for n in ("manifest.json", "manifest.csv")}
+        keep |= {p.resolve() for p in self._rank_manifests()}  # merged into manifest.json, then removed
         return sorted(
             p.relative_to(self.output_dir).as_posix()
             for p in self.output_dir.rglob("*")

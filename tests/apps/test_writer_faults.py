@@ -198,3 +198,17 @@ def test_kill_9_mid_write_then_rerun_equals_an_uninterrupted_run(tmp_path: Path)
     _write(root, killed)  # the re-run
     _write(root, tmp_path / "straight")
     assert _tree(killed / "protected") == _tree(tmp_path / "straight" / "protected"), "byte for byte"
+
+
+def test_per_rank_manifests_are_merged_not_stale(tmp_path: Path):
+    """A per-rank manifest left by an interrupted multi-process run, in a manifest folder that is the output folder:
+    it is read for resuming, not listed as a stale file, and removed once manifest.json holds everything."""
+    root = make_synthetic_dataset(tmp_path / "syn", num_images=3, size=(32, 32), seed=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.rank1.json").write_text(json.dumps({"protector_fingerprint": "another run", "images": []}))
+    writer = ProtectedDatasetWriter(_perturbator(1, 4 / 255), load_datalist(dataset_dir=str(root)), root, out)
+    writer()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "stale_files" not in manifest and len(manifest["images"]) == 3
+    assert not (out / "manifest.rank1.json").exists()
