@@ -221,16 +221,22 @@ def test_stop_ratio_stops_early_and_says_why(tiny_data):
         _make_trainer(tiny_data, steps=8, phase_steps=4, stop_ratio=0.0)
 
 
-def test_generator_transform_sits_between_the_protected_batch_and_the_surrogate(tiny_data):
-    """``generator_transform`` (the robust, EOT setting) sees every generator-phase batch of protected images, never
-    a surrogate-phase batch, and the generators' gradients flow through it: a transform that erases the image
-    leaves the generators without a gradient, so they do not move."""
-    seen = []
+def _shape_recorder():
+    """``(shapes, transform)``: an identity transform that records the shape of every batch it sees."""
+    seen: list[tuple[int, ...]] = []
 
     def record(x):
         seen.append(tuple(x.shape))
         return x
 
+    return seen, record
+
+
+def test_generator_transform_sits_between_the_protected_batch_and_the_surrogate(tiny_data):
+    """``generator_transform`` (the robust, EOT setting) sees every generator-phase batch of protected images, never
+    a surrogate-phase batch, and the generators' gradients flow through it: a transform that erases the image
+    leaves the generators without a gradient, so they do not move."""
+    seen, record = _shape_recorder()
     trainer, pert, _ = _make_trainer(tiny_data, steps=8, phase_steps=2, generator_epochs=1)
     trainer.generator_transform = record
     trainer.run()
@@ -247,12 +253,7 @@ def test_surrogate_transform_gives_the_surrogate_the_exploiters_view(tiny_data):
     """``surrogate_transform`` sees every surrogate-phase batch (never a generator-phase one) and what it returns is
     what the surrogate trains on: a transform that erases the image leaves the surrogate a constant input, so its
     training differs from the untransformed run while the generators' phases are untouched."""
-    seen = []
-
-    def record(x):
-        seen.append(tuple(x.shape))
-        return x
-
+    seen, record = _shape_recorder()
     trainer, _, _ = _make_trainer(tiny_data, steps=8, phase_steps=2, generator_epochs=1)
     trainer.surrogate_transform = record
     trainer.run()
