@@ -21,6 +21,8 @@ from monai.transforms import Compose, SelectItemsd
 from monai_umed.data import (
     LoadImageUnitd,
     LoadMaskd,
+    image_key,
+    image_paths,
     load_datalist,
     make_synthetic_dataset,
     mask_values,
@@ -57,7 +59,7 @@ def _common_folder(items: Sequence[dict]) -> str | None:
     """The deepest folder that holds every image and mask file of a datalist (``None`` if there is none)."""
     files = []
     for item in items:
-        files.append(os.path.abspath(item["image"]))
+        files += [os.path.abspath(p) for p in image_paths(item["image"])]
         label = item.get("label")
         files += [os.path.abspath(p) for p in ([label] if isinstance(label, (str, os.PathLike)) else label or [])]
     if not files:
@@ -124,7 +126,7 @@ def resolve_dataset(
 def image_spatial_dims(items: Sequence[Mapping]) -> int:
     """2 for a dataset of images, 3 for volumes (from its first image; :func:`monai_umed.data.validate_datalist`
     refuses datasets that mix them)."""
-    return read_raw(items[0]["image"]).spatial_ndim if items else 2
+    return read_raw(image_key(items[0]["image"])).spatial_ndim if items else 2
 
 
 def training_size(image_size: int | Sequence[int], spatial_dims: int, volume_size: int | Sequence[int] | None = None,
@@ -203,15 +205,17 @@ def _grey_channels(raw: Any) -> bool:
 
 def infer_channels(datalist: Sequence[dict]) -> int:
     """Channels the networks work on: for images, 1 if every image is grey (also grey stored as RGB), else 3; for
-    volumes, their channel count (1, or the modalities of 4D files).
+    volumes, their channel count (1, or the modalities of 4D files); for an image whose channels are separate files
+    (nnU-Net), their total.
 
     A grey image stored as RGB gets the same perturbation in its three channels, so it stays grey.
     """
     for item in datalist:
-        raw = read_raw(item["image"])
-        if raw.spatial_ndim == 3:
-            return raw.channels
-        if not _grey_channels(raw):
+        files = image_paths(item["image"])
+        raws = [read_raw(p) for p in files]
+        if raws[0].spatial_ndim == 3 or len(raws) > 1:  # modalities, or an image whose channels are separate files
+            return sum(r.channels for r in raws)
+        if not _grey_channels(raws[0]):
             return 3
     return 1
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_umed.data import load_datalist, select_stems, validate_datalist
+from monai_umed.data import image_key, image_paths, load_datalist, select_stems, validate_datalist
 from monai_umed.utils import UserInputError, atomic_write_text, check_output_dir
 
 __all__ = ["make_split", "write_split", "SPLIT_KEYS"]
@@ -59,10 +59,11 @@ def _split_entry(item: dict, root: str) -> dict[str, Any]:
         raise UserInputError(f"{item.get('image')}: case has no mask ('label'); a segmentation split needs one per case.")
     labels = [label] if isinstance(label, (str, os.PathLike)) else list(label)
     rels = [_relative(os.fspath(p), root) for p in labels]
+    images = [_relative(p, root) for p in image_paths(item["image"])]
     return {
-        "image": _relative(os.fspath(item["image"]), root),
+        "image": images[0] if len(images) == 1 else images,
         "label": rels[0] if len(rels) == 1 else rels,
-        "name": str(item.get("name") or Path(item["image"]).stem),
+        "name": str(item.get("name") or Path(images[0]).stem),
     }
 
 
@@ -120,7 +121,7 @@ def make_split(
         raise UserInputError("give dataset_dir: the split's paths are relative to it.")
     if validate:
         validate_datalist(items, dataset_dir=dataset_dir)
-    entries = sorted((_split_entry(e, root) for e in items), key=lambda e: (_natural_key(e["name"]), e["image"]))
+    entries = sorted((_split_entry(e, root) for e in items), key=lambda e: (_natural_key(e["name"]), image_key(e["image"])))
     n = len(entries)
     n_test = int(math.ceil(n * test_fraction - 1e-9))
     if n < 2 or n_test < 1 or n_test >= n:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from monai_umed.apps.exploit import train_exploiter
-from monai_umed.data import label_paths, relative_path
+from monai_umed.data import image_key, image_paths, label_paths, relative_path
 from monai_umed.utils import ProtectionCheckFailed, UserInputError, atomic_write_json
 
 __all__ = [
@@ -100,7 +100,7 @@ _DISPLAY_NAMES = {
 # ----------------------------------------------------------------------------------------------- split
 def _sort_key(item: Mapping) -> str:
     rel = item.get("image_rel")
-    return Path(rel).as_posix() if rel else os.path.abspath(os.fspath(item["image"]))
+    return Path(image_key(rel)).as_posix() if rel else os.path.abspath(image_key(item["image"]))
 
 
 def verification_split(
@@ -154,20 +154,24 @@ def verification_split(
 def _entry_under(item: Mapping, root: str) -> dict[str, Any] | None:
     """The split entry of ``item`` with paths relative to ``root``; ``None`` when a file is outside ``root`` or its
     recorded ``image_rel`` / ``label_rel`` (the paths the writer used) point elsewhere under ``root``."""
-    image = os.path.abspath(os.fspath(item["image"]))
+    images = [os.path.abspath(p) for p in image_paths(item["image"])]
     labels = [os.path.abspath(p) for p in label_paths(item.get("label"))]
-    rels = [relative_path(p, root) for p in [image, *labels]]
+    rels = [relative_path(p, root) for p in [*images, *labels]]
     rels = [None if r is None else Path(r).as_posix() for r in rels]
     if any(r is None for r in rels):
         return None
-    recorded = [item.get("image_rel"), *(item.get("label_rel") or [None] * len(labels))]
+    image_rel = item.get("image_rel")
+    recorded = [*(image_paths(image_rel) if image_rel is not None else [None] * len(images)),
+                *(item.get("label_rel") or [None] * len(labels))]
     for rel, rec in zip(rels, recorded):
         if rec is not None and Path(rec).as_posix() != rel:
             return None
+    n = len(images)
+    label_rels = rels[n:]
     return {
-        "image": rels[0],
-        "label": rels[1] if len(rels) == 2 else rels[1:],
-        "name": str(item.get("name") or Path(image).stem),
+        "image": rels[0] if n == 1 else rels[:n],
+        "label": label_rels[0] if len(label_rels) == 1 else label_rels,
+        "name": str(item.get("name") or Path(images[0]).stem),
     }
 
 

@@ -22,7 +22,19 @@ import torch
 from PIL import Image
 
 from monai_umed.distributed import all_gather_objects, barrier, rank_and_world, shard
-from monai_umed.data import LoadMaskd, RawImage, intensity_range, label_paths, protected_name, read_raw, to_unit
+from monai_umed.data import (
+    LoadMaskd,
+    RawImage,
+    case_name,
+    image_key,
+    image_paths,
+    intensity_range,
+    label_paths,
+    protected_name,
+    read_channel_files,
+    read_raw,
+    to_unit,
+)
 from monai_umed.handlers.metrics import invisibility_metrics
 from monai_umed.protectors import Protector, UMedProtector
 from monai_umed.transforms import MatchChannels
@@ -170,7 +182,10 @@ class ProtectedDatasetWriter:
     the perturbation out; a log line says so), NIfTI keeps its header and affine. Values are rounded to the
     file's own integer grid and the bound ``|protected - original| <= epsilon * (hi - lo)`` (``intensity_range``)
     and "no change outside the protector's allowed region" are re-checked on the values actually written; a
-    violation raises and nothing is written for that image. Masks are copied unchanged.
+    violation raises and nothing is written for that image. Masks are copied unchanged. An image whose channels
+    are separate files (nnU-Net ``{CASE}_0000``, ``{CASE}_0001``, ...: ``image`` a list) is protected as one image
+    and each channel is written back to its own file, on that file's own intensity scale and with its own checks;
+    its manifest entry lists every file under ``channel_files`` (the top-level paths and hashes are the first's).
 
     **Nothing lost.** The output folder may not be, be inside, or contain the input dataset
     (:func:`~monai_umed.utils.check_output_dir`). Every file is written under a temporary name and renamed. The
@@ -245,33 +260,40 @@ class ProtectedDatasetWriter:
         self.match_channels = MatchChannels(protector.in_channels)
 
     # ------------------------------------------------------------------ per image
-    def _output_path(self, item: dict) -> Path:
-        return self.output_dir / protected_name(item["image_rel"])
+    def _output_paths(self, item: dict) -> list[Path]:
+        """Where the image's file (or each of its channel files) is written."""
+        return [self.output_dir / protected_name(rel) for rel in image_paths(item["image_rel"])]
 
     def _prepare(self, item: dict, previous: dict) -> dict:
         """Read one entry (worker thread): ``{"entry"}`` when its earlier output is kept, else what the protector
-        and :meth:`_finish` need."""
-        src = Path(item["image"])
-        raw = read_raw(src)
-        dst = self._output_path(item)
-        src_hash = sha256_file(src)
-        old = previous.get(str(src))
-        if (
-            old is not None
-            and old.get("sha256_source") == src_hash
-            and dst.is_file()
-            and sha256_file(dst) == old.get("sha256_output")
+        and :meth:`_finish` need. An image whose channels are separate files (``image`` a list) is read as one
+        image, each file on its own intensity scale."""
+        srcs = [Path(p) for p in image_paths(item["image"])]
+        raws = read_channel_files(srcs) if len(srcs) > 1 else [read_raw(srcs[0])]
+        dsts = self._output_paths(item)
+        src_hashes = [sha256_file(p) for p in srcs]
+        old = previous.get(str(srcs[0]))
+        if old is not None and self._still_valid(old, srcs, dsts, src_hashes, item):
+            return {"entry": old}
+        label = torch.as_tensor(self.load_mask({"label": item["label"]})["label"], dtype=torch.float32)
+        unit = np.concatenate([to_unit(r) for r in raws]) if len(raws) > 1 else to_unit(raws[0])
+        x = self.match_channels(torch.as_tensor(unit, dtype=torch.float32))
+        key = case_name(item)
+        return {"item": item, "src": srcs[0], "srcs": srcs, "dsts": dsts, "raws": raws, "src_hashes": src_hashes,
+                "label": label, "unit": unit, "x": x, "key": key}
+
+    @staticmethod
+    def _still_valid(old: dict, srcs: list[Path], dsts: list[Path], src_hashes: list[str], item: dict) -> bool:
+        """Whether an earlier manifest entry still describes this image's sources, outputs and masks."""
+        files = old.get("channel_files") or [old]
+        return (
+            [f.get("source") for f in files] == [str(p) for p in srcs]
+            and [f.get("sha256_source") for f in files] == src_hashes
+            and all(d.is_file() and sha256_file(d) == f.get("sha256_output") for d, f in zip(dsts, files))
             and all(Path(m["output"]).is_file() for m in old.get("masks", []))
             and [m["source"] for m in old.get("masks", [])] == label_paths(item["label"])
             and all(sha256_file(m["source"]) == m.get("sha256") for m in old.get("masks", []))
-        ):
-            return {"entry": old}
-        label = torch.as_tensor(self.load_mask({"label": item["label"]})["label"], dtype=torch.float32)
-        unit = to_unit(raw)
-        x = self.match_channels(torch.as_tensor(unit, dtype=torch.float32))
-        key = str(item.get("name", src.stem))
-        return {"item": item, "src": src, "dst": dst, "raw": raw, "src_hash": src_hash, "label": label,
-                "unit": unit, "x": x, "key": key}
+        )
 
     def _deltas(self, batch: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The protector on a batch; on an error, one image at a time so that the message names the file."""
@@ -292,36 +314,48 @@ class ProtectedDatasetWriter:
         with torch.no_grad():
             return self._finish_one(prep, delta, allowed)
 
-    def _finish_one(self, prep: dict, delta: torch.Tensor, allowed: torch.Tensor) -> dict:
-        item, src, dst, raw, unit = prep["item"], prep["src"], prep["dst"], prep["raw"], prep["unit"]
-        eps = float(self.protector.epsilon)
+    def _write_file(self, raw: RawImage, dst: Path, delta: torch.Tensor, allowed: np.ndarray) -> dict:
+        """Quantize one file's protected values, write them atomically and re-check them as read back; returns the
+        file's part of the manifest entry and its written values on the [0, 1] scale (``"unit"``)."""
         dst.parent.mkdir(parents=True, exist_ok=True)
-        # delta of the model channels -> the file's channels (grey-as-RGB gets the same delta in each)
-        file_c = unit.shape[0]
-        delta = delta.float().cpu()
-        if delta.shape[0] != file_c:
-            delta = delta[:1].expand(file_c, *delta.shape[1:]) if delta.shape[0] == 1 else delta[:file_c]
-        out_array, bound_units, quantum = quantize_protected(raw, delta.numpy(), eps)
+        out_array, bound_units, quantum = quantize_protected(raw, delta.numpy(), float(self.protector.epsilon))
         if raw.format == "JPEG":
-            logger.info("%s is JPEG: writing %s as PNG, since JPEG compression would wash the perturbation out.", src, dst.name)
+            logger.info("%s is JPEG: writing %s as PNG, since JPEG compression would wash the perturbation out.", raw.path, dst.name)
         if raw.converted is not None:
-            logger.info("%s is a palette image: writing %s as RGB.", src, dst.name)
+            logger.info("%s is a palette image: writing %s as RGB.", raw.path, dst.name)
         checked: dict[str, Any] = {}
-        allowed_np = allowed.cpu().numpy()
 
         def write_and_check(tmp: Path) -> None:
             # the checks run on the temporary file as a reader will read it; only a file that passes is renamed
             (_write_nifti if raw.format == "NIFTI" else _write_raster)(out_array, raw, tmp)
-            checked["linf"], checked["values"] = check_written(raw, read_raw(tmp), allowed_np, bound_units, quantum)
+            checked["linf"], checked["values"] = check_written(raw, read_raw(tmp), allowed, bound_units, quantum)
 
         atomic_write(dst, write_and_check)
-        linf_units, values = checked["linf"], checked["values"]
         lo, hi = intensity_range(file_values(raw)[..., :-1] if raw.has_alpha else file_values(raw))
+        values = checked["values"]
         colour = values[..., :-1] if raw.has_alpha else values
         written_unit = ((colour - lo) / (hi - lo)).astype(np.float32)
         written_unit = (
             written_unit[None] if written_unit.ndim == raw.spatial_ndim else np.ascontiguousarray(np.moveaxis(written_unit, -1, 0))
         )
+        return {"output": str(dst), "sha256_output": sha256_file(dst), "linf_units": checked["linf"],
+                "bound_units": bound_units, "unit": written_unit}
+
+    def _finish_one(self, prep: dict, delta: torch.Tensor, allowed: torch.Tensor) -> dict:
+        item, raws, unit = prep["item"], prep["raws"], prep["unit"]
+        # delta of the model channels -> the file's channels (grey-as-RGB gets the same delta in each)
+        file_c = unit.shape[0]
+        delta = delta.float().cpu()
+        if delta.shape[0] != file_c:
+            delta = delta[:1].expand(file_c, *delta.shape[1:]) if delta.shape[0] == 1 else delta[:file_c]
+        allowed_np = allowed.cpu().numpy()
+        files, start = [], 0
+        for raw, dst, src_path, src_hash in zip(raws, prep["dsts"], prep["srcs"], prep["src_hashes"]):
+            c = raw.channels  # each channel file gets its own channels of the delta, on its own intensity scale
+            part = self._write_file(raw, dst, delta[start:start + c], allowed_np)
+            files.append(dict(part, source=str(src_path), sha256_source=src_hash))
+            start += c
+        written_unit = np.concatenate([f.pop("unit") for f in files]) if len(files) > 1 else files[0].pop("unit")
         metrics = invisibility_metrics(torch.as_tensor(unit), torch.as_tensor(written_unit))
         masks = []
         for m_src, m_rel in zip(label_paths(item["label"]), item["label_rel"]):
@@ -329,23 +363,26 @@ class ProtectedDatasetWriter:
             m_dst.parent.mkdir(parents=True, exist_ok=True)
             atomic_copy(Path(m_src), m_dst)
             masks.append({"source": str(m_src), "output": str(m_dst), "sha256": sha256_file(m_dst)})
+        raw, first = raws[0], files[0]
         entry = {
-            "name": item.get("name", src.stem),
-            "source": str(src),
-            "output": str(dst),
-            "sha256_source": prep["src_hash"],
-            "sha256_output": sha256_file(dst),
+            "name": case_name(item),
+            "source": first["source"],
+            "output": first["output"],
+            "sha256_source": first["sha256_source"],
+            "sha256_output": first["sha256_output"],
             "format_in": raw.format,
             "format_out": "NIFTI" if raw.format == "NIFTI" else ("PNG" if raw.format == "JPEG" else raw.format),
             "dtype": str(raw.array.dtype),
             "psnr": metrics["psnr"],
             "ssim": metrics["ssim"],
             "linf": metrics["linf"],
-            "linf_units": linf_units,
-            "bound_units": bound_units,
+            "linf_units": first["linf_units"],
+            "bound_units": first["bound_units"],
             "changed_fraction": metrics["changed_fraction"],
             "masks": masks,
         }
+        if len(files) > 1:  # an image whose channels are separate files: each file's record, in channel order
+            entry["channel_files"] = files
         if self.surrogate is not None:
             entry["surrogate_loss"] = self._surrogate_losses(unit, written_unit, prep["label"])
         return entry
@@ -501,7 +538,7 @@ class ProtectedDatasetWriter:
             raise
         if world > 1:  # one manifest in datalist order, from every rank's entries
             parts = all_gather_objects((entries, skipped))
-            order = {str(Path(d["image"])): i for i, d in enumerate(self.datalist)}
+            order = {str(Path(image_key(d["image"]))): i for i, d in enumerate(self.datalist)}
             entries = sorted((e for part, _ in parts for e in part), key=lambda e: order.get(e["source"], len(order)))
             skipped = sum(k for _, k in parts)
         elapsed = time.time() - t0
@@ -559,7 +596,7 @@ class ProtectedDatasetWriter:
     def _stale_files(self, entries: Sequence[dict]) -> list[str]:
         """Files under the output folder that this run did not write (relative paths, sorted); the manifest and
         the lock file do not count when they live there too."""
-        keep = {Path(e["output"]).resolve() for e in entries}
+        keep = {Path(f["output"]).resolve() for e in entries for f in e.get("channel_files") or [e]}
         keep |= {Path(m["output"]).resolve() for e in entries for m in e["masks"]}
         keep |= {(self.manifest_dir / n).resolve() for n in ("manifest.json", "manifest.csv")}
         keep |= {p.resolve() for p in self._rank_manifests()}  # merged into manifest.json, then removed

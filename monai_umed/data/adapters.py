@@ -29,7 +29,8 @@ Supported layouts:
   masks ``<name>_mask_1.png``, ``<name>_mask_2.png``, ...
 * ``"nnunet"`` (nnU-Net v2 raw datasets): ``imagesTr/{CASE}_{XXXX}{file_ending}`` (one file per channel,
   ``XXXX`` the channel index) and ``labelsTr/{CASE}{file_ending}``, described by ``dataset.json``
-  (``channel_names``, ``labels``, ``file_ending``); :func:`datalist_from_nnunet`. An MSD dataset
+  (``channel_names``, ``labels``, ``file_ending``); :func:`datalist_from_nnunet`. With several channels an entry's
+  ``image`` is the list of its channel files (see :func:`~monai_umed.data.io.image_paths`). An MSD dataset
   (``imagesTr/`` + ``labelsTr/`` with equal names) is a ``"folders"`` layout, and its ``dataset.json`` a JSON
   datalist.
 * a MONAI / Medical Segmentation Decathlon JSON datalist (:func:`datalist_from_json`).
@@ -42,12 +43,12 @@ import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from monai_umed.utils import UserInputError
-from monai_umed.data.io import SUPPORTED_IMAGE_SUFFIXES, PathLike, is_supported_image, stem_of
+from monai_umed.data.io import SUPPORTED_IMAGE_SUFFIXES, PathLike, image_key, image_paths, is_supported_image, stem_of
 
 __all__ = [
     "DatasetError",
@@ -250,18 +251,18 @@ def _scan_folders(root: str, image_dir: str, mask_dir: str) -> tuple[list[dict],
     return entries, problems
 
 
-def _entry(image: str, labels: list[str], root: str, name: str) -> dict[str, Any]:
+def _entry(image: str | list[str], labels: list[str], root: str, name: str) -> dict[str, Any]:
     return {
         "image": image,
         "label": labels[0] if len(labels) == 1 else list(labels),
-        "image_rel": _rel(image, root),
+        "image_rel": _rel(image, root) if isinstance(image, str) else [_rel(p, root) for p in image],
         "label_rel": [_rel(p, root) for p in labels],
         "name": name,
     }
 
 
 def _finish(entries: list[dict], root: str, layout: str, problems: list[str]) -> Datalist:
-    entries.sort(key=lambda e: _natural_key(e["image_rel"]))
+    entries.sort(key=lambda e: _natural_key(image_key(e["image_rel"])))
     if problems:
         logger.warning(
             "%d layout problem(s) in %s (cases left out); validate_datalist() lists them: %s%s",
@@ -288,9 +289,11 @@ def datalist_from_nnunet(dataset_dir: PathLike) -> Datalist:
     """Datalist of an nnU-Net v2 raw dataset: every ``labelsTr/{CASE}{file_ending}`` with its image
     ``imagesTr/{CASE}_0000{file_ending}``; ``name`` is ``CASE``.
 
-    Datasets with several channels (one image file per channel, ``channel_names`` with more than one entry) are
-    reported as a layout problem (not supported yet); so are a label without its image and an image without its
-    label.
+    With several channels (``channel_names`` with ``C > 1`` entries: one image file per channel, e.g. MRI
+    modalities), ``image`` is the list ``[imagesTr/{CASE}_0000..., ..., imagesTr/{CASE}_{C-1:04d}...]`` in channel
+    order (``image_rel`` likewise); every job reads such a list as one ``C``-channel image and writes each channel
+    back to its own file. A label without all its channel files, an image file without its label and a channel
+    index beyond ``C`` are layout problems.
 
     Raises:
         DatasetError: the folder is not an nnU-Net v2 raw dataset.
@@ -301,14 +304,12 @@ def datalist_from_nnunet(dataset_dir: PathLike) -> Datalist:
         raise DatasetError(f"{root} is not an nnU-Net v2 raw dataset (imagesTr/, labelsTr/, dataset.json with "
                            "'file_ending' and 'channel_names')")
     ending = str(desc["file_ending"])
-    channels = len(desc.get("channel_names") or {})
+    names = desc.get("channel_names")
+    channels = len(names) if isinstance(names, Mapping) else 0
     problems: list[str] = []
-    if channels != 1:
-        problems.append(
-            f"{os.path.join(root, 'dataset.json')}: {channels} channels per case (channel_names "
-            f"{desc.get('channel_names')}); nnU-Net datasets with one file per channel are not supported yet, "
-            "only single-channel ones"
-        )
+    if channels < 1:
+        problems.append(f"{os.path.join(root, 'dataset.json')}: 'channel_names' must map channel indices to names, "
+                        f"got {names!r:.100}")
         return _finish([], root, "nnunet", problems)
     idir, ldir = os.path.join(root, "imagesTr"), os.path.join(root, "labelsTr")
     images = {n[: -len(ending)]: n for n in _listing(idir) if n.endswith(ending)}
@@ -319,14 +320,25 @@ def datalist_from_nnunet(dataset_dir: PathLike) -> Datalist:
             continue
         case = name[: -len(ending)]
         cases.add(case)
-        image = images.get(f"{case}_0000")
-        if image is None:
-            problems.append(f"{os.path.join(ldir, name)}: label has no image (no imagesTr/{case}_0000{ending} in {root})")
+        files = [images.get(f"{case}_{c:04d}") for c in range(channels)]
+        absent = [f"imagesTr/{case}_{c:04d}{ending}" for c, f in enumerate(files) if f is None]
+        if absent:
+            problems.append(
+                f"{os.path.join(ldir, name)}: label has no image (no {absent[0]} in {root})" if channels == 1 else
+                f"{os.path.join(ldir, name)}: label lacks {len(absent)} of its {channels} channel files "
+                f"({', '.join(absent)} not in {root})"
+            )
             continue
-        entries.append(_entry(os.path.join(idir, image), [os.path.join(ldir, name)], root, case))
+        paths = [os.path.join(idir, f) for f in files]
+        entries.append(_entry(paths[0] if channels == 1 else paths, [os.path.join(ldir, name)], root, case))
     for stem, name in images.items():
-        if not stem.endswith("_0000") or stem[:-5] not in cases:
-            problems.append(f"{os.path.join(idir, name)}: image has no label (no labelsTr/{stem[:-5]}{ending} in {root})")
+        case, _, index = stem.rpartition("_")
+        if len(index) != 4 or not index.isdigit() or case not in cases:
+            problems.append(f"{os.path.join(idir, name)}: image has no label (no labelsTr/{case or stem}{ending} in "
+                            f"{root})")
+        elif int(index) >= channels:
+            problems.append(f"{os.path.join(idir, name)}: channel {int(index)} beyond the {channels} channel(s) of "
+                            f"dataset.json's channel_names")
     return _finish(entries, root, "nnunet", problems)
 
 
@@ -412,7 +424,8 @@ def datalist_from_json(datalist_file: PathLike, dataset_dir: PathLike | None = N
 
     Relative paths are resolved against ``dataset_dir`` when given, else against the JSON file's folder
     (like ``base_dir`` of MONAI's ``load_decathlon_datalist``). ``"label"`` may be one path or a list of
-    paths (union). Entries may also be plain strings (an image path, as in Decathlon ``"test"`` lists);
+    paths (union); ``"image"`` one path or a list of paths that are one image's channels in order. Entries may also
+    be plain strings (an image path, as in Decathlon ``"test"`` lists);
     such entries, and dicts without ``"label"``, get no ``"label"`` key and ``"label_rel": []`` (the
     validator reports them). Extra keys of an entry are kept; ``"name"`` defaults to the image stem.
 
@@ -446,8 +459,9 @@ def datalist_from_json(datalist_file: PathLike, dataset_dir: PathLike | None = N
     for i, item in enumerate(items):
         if isinstance(item, str):
             item = {"image": item}
-        if not isinstance(item, dict) or not isinstance(item.get("image"), str):
-            bad.append(f"  entry {i}: needs an 'image' path, got {item!r:.100}")
+        image = item.get("image") if isinstance(item, dict) else None
+        if not (isinstance(image, str) or (isinstance(image, list) and image and all(isinstance(x, str) for x in image))):
+            bad.append(f"  entry {i}: needs an 'image' path (or a list of channel files), got {item!r:.100}")
             continue
         label = item.get("label")
         if label is None:
@@ -459,10 +473,11 @@ def datalist_from_json(datalist_file: PathLike, dataset_dir: PathLike | None = N
         else:
             bad.append(f"  entry {i}: 'label' must be a path or a list of paths, got {label!r:.100}")
             continue
-        raw_entries.append((item, resolve(item["image"]), [resolve(p) for p in labels]))
+        img = resolve(image) if isinstance(image, str) else [resolve(p) for p in image]
+        raw_entries.append((item, img, [resolve(p) for p in labels]))
     if bad:
         raise DatasetError(f"{jf}: malformed '{key}' entries:\n" + "\n".join(bad))
-    all_paths = [p for _, img, labels in raw_entries for p in (img, *labels)]
+    all_paths = [p for _, img, labels in raw_entries for p in (*image_paths(img), *labels)]
     root = base
     if any(not _is_under(p, base) for p in all_paths):
         root = os.path.commonpath([base, *all_paths])
@@ -472,9 +487,9 @@ def datalist_from_json(datalist_file: PathLike, dataset_dir: PathLike | None = N
         e["image"] = img
         if labels:
             e["label"] = labels[0] if len(labels) == 1 else labels
-        e["image_rel"] = _rel(img, root)
+        e["image_rel"] = _rel(img, root) if isinstance(img, str) else [_rel(p, root) for p in img]
         e["label_rel"] = [_rel(p, root) for p in labels]
-        e["name"] = str(item.get("name") or stem_of(img))
+        e["name"] = str(item.get("name") or stem_of(image_key(img)))
         entries.append(e)
     return Datalist(entries, root=root, layout="json", problems=[])
 

@@ -50,6 +50,10 @@ __all__ = [
     "suffix_of",
     "stem_of",
     "label_paths",
+    "image_paths",
+    "image_key",
+    "case_name",
+    "read_channel_files",
     "relative_path",
     "protected_name",
     "read_raw",
@@ -217,6 +221,49 @@ def label_paths(label: Any) -> list[str]:
     if isinstance(label, (str, os.PathLike)):
         return [os.fspath(label)]
     return [os.fspath(p) for p in label]
+
+
+def image_paths(image: Any) -> list[str]:
+    """A datalist entry's ``image`` as a list of files: one path (the usual case), or a list of paths that are the
+    channels of one image in order (nnU-Net v2 ``{CASE}_0000``, ``{CASE}_0001``, ... one file per modality)."""
+    if isinstance(image, (str, os.PathLike)):
+        return [os.fspath(image)]
+    return [os.fspath(p) for p in image]
+
+
+def image_key(image: Any) -> str:
+    """One string for a datalist entry's ``image`` in messages and tables: the path, or for channel files the
+    first file's path (the one that names the case)."""
+    return image_paths(image)[0]
+
+
+def case_name(item: Mapping[str, Any]) -> str:
+    """A datalist entry's case name: its ``name``, else the stem of its (first) image file."""
+    return str(item.get("name") or stem_of(image_key(item["image"])))
+
+
+def read_channel_files(paths: Sequence[PathLike]) -> list[RawImage]:
+    """Read the channel files of one image (:func:`read_raw` each) and check that they fit together: the same
+    spatial shape and dimensionality, and for NIfTI files the same affine (to 1e-4), as the first file.
+
+    Raises:
+        ImageReadError: a file cannot be read, or does not match the first file (the message names both).
+    """
+    raws = [read_raw(p) for p in paths]
+    first = raws[0]
+    for r in raws[1:]:
+        if r.spatial_ndim != first.spatial_ndim or r.spatial_shape != first.spatial_shape:
+            raise ImageReadError(
+                r.path, f"channel file of shape {shape_text(r.spatial_shape)} does not match the first channel file "
+                f"{first.path} ({shape_text(first.spatial_shape)}); the channel files of one image share one grid"
+            )
+        if (r.affine is None) != (first.affine is None) or (
+            r.affine is not None and not np.allclose(r.affine, first.affine, atol=1e-4)
+        ):
+            raise ImageReadError(
+                r.path, f"channel file has another voxel-to-world affine than the first channel file {first.path}"
+            )
+    return raws
 
 
 def relative_path(path: PathLike, root: PathLike) -> str | None:
@@ -567,16 +614,24 @@ class LoadImageUnit(Transform):
     ``filename_or_obj``, ``intensity_range`` (``(lo, hi)`` of :func:`intensity_range`), ``raw_dtype``,
     ``format``, ``mode`` (``""`` for NIfTI), ``spatial_shape``, ``original_channel_dim`` and, for NIfTI,
     ``affine``.
+
+    A list of paths is one image whose channels are in separate files (:func:`image_paths`): each file is scaled
+    by its own :func:`intensity_range` (modalities have their own scales) and the channels are concatenated in
+    order; ``filename_or_obj`` and ``intensity_range`` are the first file's, ``channel_files`` (JSON) lists all
+    (:func:`read_channel_files` checks that they share one grid).
     """
 
     backend = [TransformBackends.TORCH]
 
-    def __call__(self, path: PathLike) -> MetaTensor:
-        raw = read_raw(path)
-        unit = to_unit(raw)
-        src, _ = _unit_source(raw)
-        meta = _base_meta(raw)
+    def __call__(self, path: PathLike | Sequence[PathLike]) -> MetaTensor:
+        paths = image_paths(path)
+        raws = read_channel_files(paths) if len(paths) > 1 else [read_raw(paths[0])]
+        unit = np.concatenate([to_unit(r) for r in raws]) if len(raws) > 1 else to_unit(raws[0])
+        src, _ = _unit_source(raws[0])
+        meta = _base_meta(raws[0])
         meta["intensity_range"] = tuple(float(v) for v in intensity_range(src))
+        if len(raws) > 1:
+            meta["channel_files"] = json.dumps([r.path for r in raws])
         return MetaTensor(torch.from_numpy(unit), meta=meta)
 
 

@@ -37,6 +37,7 @@ from monai_umed.data.io import (
     PathLike,
     _check_file,
     _JUNK_ERRORS,
+    image_paths,
     is_nifti,
     mask_to_labels,
     read_raw,
@@ -173,15 +174,16 @@ def validate_datalist(
     without image, duplicate stems, unsupported files, selected stems not found) and, when
     ``dataset_dir`` is given, a fresh scan of that folder (:func:`~monai_umed.data.adapters.find_orphans`;
     skipped if its layout is not a recognised one); entries without ``"image"`` or ``"label"``; duplicate
-    case names or image paths; missing, empty, unreadable or corrupt files; image channels not in
-    ``allowed_channels`` (alpha excluded, e.g. 2-channel or CMYK images); mask values that are not a
+    case names or image paths; missing, empty, unreadable or corrupt files; 2D image channels not in
+    ``allowed_channels`` (alpha excluded, e.g. 2-channel or CMYK images; a volume may have any number of
+    modalities); channel files of one image (a list ``image``) on different grids; mask values that are not a
     label map (:func:`~monai_umed.data.io.mask_to_labels`); mask size different from the image size, or
     between a case's mask files. All-zero masks are allowed and counted in the report's warnings.
 
     Args:
         datalist: entries from :mod:`monai_umed.data.adapters` (or any list of ``{"image", "label"}`` dicts).
         dataset_dir: dataset folder to scan for orphan files as well.
-        allowed_channels: accepted image channel counts.
+        allowed_channels: accepted channel counts of 2D images.
         max_labels: most distinct values a mask may hold.
         decode_images: fully decode PNG images too (default: header + CRC check only).
 
@@ -211,7 +213,7 @@ def validate_datalist(
         problems.append(f"{root or 'datalist'}: datalist is empty (no cases)")
 
     names: dict[str, str] = {}
-    image_paths: dict[str, str] = {}
+    seen_images: dict[str, str] = {}
     empty: list[str] = []
     label_values: set[int] = set()
     dims: dict[int, list[str]] = {}
@@ -219,28 +221,37 @@ def validate_datalist(
         if not isinstance(entry, Mapping) or not entry.get("image"):
             problems.append(f"entry {i}: no 'image' path ({entry!r:.100})")
             continue
-        image = os.fspath(entry["image"])
+        files = image_paths(entry["image"])
+        image = files[0]
         name = str(entry.get("name") or os.path.basename(image))
         if name in names:
             problems.append(f"{image}: duplicate case name '{name}' (also {names[name]})")
         else:
             names[name] = image
-        if image in image_paths:
-            problems.append(f"{image}: image listed twice (cases '{image_paths[image]}' and '{name}')")
-        image_paths.setdefault(image, name)
+        if image in seen_images:
+            problems.append(f"{image}: image listed twice (cases '{seen_images[image]}' and '{name}')")
+        seen_images.setdefault(image, name)
 
         img_hw = None
         try:
             *spatial, channels, mode = image_header(image, decode=decode_images)
+            for other in files[1:]:  # the channel files of one image share its grid
+                *o_spatial, o_channels, _ = image_header(other, decode=decode_images)
+                if tuple(o_spatial) != tuple(spatial):
+                    raise ImageReadError(other, f"channel file of shape {shape_text(o_spatial)} does not match the "
+                                                f"first channel file {image} ({shape_text(spatial)})")
+                channels += o_channels
             img_hw = tuple(spatial)
             dims.setdefault(len(spatial), []).append(image)
             if min(spatial) < MIN_IMAGE_SIDE:
                 problems.append(
                     f"{image}: image is {shape_text(spatial)}; monai_umed needs at least {MIN_IMAGE_SIDE} pixels a side"
                 )
-            if channels not in allowed:
+            if len(spatial) == 2 and channels not in allowed:
+                # 2D networks take grey or colour images; a volume's channels are its modalities (any number)
                 problems.append(
-                    f"{image}: unsupported channel count {channels} (mode {mode}); allowed: "
+                    f"{image}: unsupported channel count {channels} (mode {mode}"
+                    + (f", {len(files)} channel files" if len(files) > 1 else "") + "); allowed: "
                     + ", ".join(str(c) for c in allowed)
                 )
         except ImageReadError as exc:

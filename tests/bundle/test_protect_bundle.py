@@ -444,6 +444,82 @@ def test_protect_volumes(tmp_path, volumes):
     assert proc.returncode == 1 and "works on 2D images only" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _nnunet_two_modalities(root: Path, n: int, shape=(20, 24, 18)) -> Path:
+    """An nnU-Net v2 raw dataset whose images have two channel files: ``_0000`` int16 on an MRI-like scale, ``_0001``
+    float32 in [0, 1] (each its own intensity range), labels 0/1/2."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(5)
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    affine = np.diag([1.2, 1.0, 2.5, 1.0])
+    for i in range(n):
+        lab = np.zeros(shape, np.uint8)
+        c = rng.integers(6, 11, 3)
+        lab[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 16] = 1
+        lab[(zz - c[0] - 5) ** 2 + (yy - c[1] - 6) ** 2 + (xx - c[2] - 4) ** 2 <= 9] = 2
+        t1 = (rng.random(shape) * 200 + (lab == 1) * 900 + (lab == 2) * 500).astype(np.int16)
+        t2 = (rng.random(shape) * 0.3 + (lab == 2) * 0.7).astype(np.float32)
+        nib.save(nib.Nifti1Image(t1, affine), root / "imagesTr" / f"case_{i:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(t2, affine), root / "imagesTr" / f"case_{i:03d}_0001.nii.gz")
+        nib.save(nib.Nifti1Image(lab, affine), root / "labelsTr" / f"case_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1", "1": "T2"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": n,
+        "file_ending": ".nii.gz"}))
+    return root
+
+
+def test_protect_nnunet_channel_files(tmp_path):
+    """An nnU-Net dataset with one file per channel: the networks get both channels, each channel file is written
+    back in its own dtype and affine within epsilon times its own intensity range, only near the labels; the
+    manifest lists the channel files; the verification's exploiter reads the written pairs; a re-run keeps them."""
+    import nibabel as nib
+
+    from scipy.ndimage import binary_dilation
+
+    data = _nnunet_two_modalities(tmp_path / "Dataset007_Two", n=24)
+    before = _hashes(data)
+    out = tmp_path / "out"
+    args = ["--dataset_dir", str(data), "--output_dir", str(out), "--steps", "4", "--phase_steps", "2",
+            "--batch_size", "4", "--verify_steps", "4", "--measure_survival", "false"]
+    _bundle("protect", "protect.json", *args)
+    assert _hashes(data) == before
+    protector, _ = load_protector(out / "protector.pt")
+    assert protector.spatial_dims == 3 and protector.in_channels == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["num_images"] == 24 and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    changed_channels = set()
+    for e in manifest["images"]:
+        files = e["channel_files"]
+        assert [Path(f["source"]).name for f in files] == [f"{e['name']}_0000.nii.gz", f"{e['name']}_0001.nii.gz"]
+        assert (e["source"], e["output"]) == (files[0]["source"], files[0]["output"])
+        lab = np.asarray(nib.load(e["masks"][0]["source"]).dataobj)
+        near = binary_dilation(lab > 0, structure=np.ones((7, 7, 7), bool))
+        for k, f in enumerate(files):
+            assert Path(f["output"]) == out / "protected" / "imagesTr" / Path(f["source"]).name
+            assert f["sha256_output"] == hashlib.sha256(Path(f["output"]).read_bytes()).hexdigest()
+            src, dst = nib.load(f["source"]), nib.load(f["output"])
+            assert dst.get_data_dtype() == src.get_data_dtype() and np.array_equal(dst.affine, src.affine)
+            a, b = np.asarray(src.dataobj, np.float64), np.asarray(dst.dataobj, np.float64)
+            bound = 4 / 255 * (a.max() - a.min())  # each file on its own scale
+            assert np.abs(b - a).max() <= bound + 1e-5 and f["bound_units"] == pytest.approx(bound)
+            assert not (np.abs(b - a) > 0)[~near].any()
+            if (b != a).any():
+                changed_channels.add(k)
+    assert changed_channels == {0, 1}
+    v = json.loads((out / "verification" / "protected" / "metrics.json").read_text())
+    assert v["spatial_dims"] == 3 and len(v["dsc_per_class"]) == 2
+    applied = tmp_path / "applied"
+    apply = ["--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data), "--output_dir", str(applied)]
+    _bundle("apply", "apply.json", *apply)
+    assert _hashes(applied / "protected") == _hashes(out / "protected")  # the saved protector gives the same files
+    (applied / "protected" / "imagesTr" / "case_005_0001.nii.gz").unlink()  # one channel file lost: only its image
+    _bundle("apply", "apply.json", *apply)
+    assert json.loads((applied / "manifest.json").read_text())["summary"]["skipped_existing"] == 23
+    assert _hashes(applied / "protected") == _hashes(out / "protected")
+
+
 def test_protect_robust_trains_through_the_countermeasures(tmp_path):
     """``--robust true``: the generators train through the differentiable countermeasures; the written files keep
     the same bounds; the setting is recorded."""

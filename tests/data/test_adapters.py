@@ -269,5 +269,36 @@ def test_nnunet_v2_layout(tmp_path):
     (root / "labelsTr" / "la_009.nii.gz").write_bytes((root / "labelsTr" / "la_003.nii.gz").read_bytes())
     problems = datalist_from_nnunet(root).problems
     assert any("la_009.nii.gz: label has no image" in p for p in problems)
-    multi = _nnunet(tmp_path / "Dataset001_BrainTumour", channels=2)
-    assert any("2 channels per case" in p and "not supported yet" in p for p in datalist_from_nnunet(multi).problems)
+
+
+def test_nnunet_v2_channel_files(tmp_path):
+    """Several channels: one image is the list of its channel files in channel order; a missing channel file, a
+    channel beyond channel_names and channel files on different grids are reported with the file named."""
+    import nibabel as nib
+
+    from monai_umed.data import LoadImageUnit, datalist_from_nnunet, load_datalist, validate_datalist
+
+    root = _nnunet(tmp_path / "Dataset001_BrainTumour", channels=2)
+    dl = load_datalist(dataset_dir=root)
+    assert not dl.problems and len(dl) == 3
+    assert dl[0]["image_rel"] == [f"imagesTr/la_003_{k:04d}.nii.gz" for k in range(2)]
+    assert [Path(p).name for p in dl[0]["image"]] == [f"la_003_{k:04d}.nii.gz" for k in range(2)]
+    assert validate_datalist(dl, dataset_dir=root).spatial_dims == 3  # a volume may have any number of modalities
+    img = LoadImageUnit()(dl[0]["image"])
+    assert tuple(img.shape) == (2, 10, 12, 8) and json.loads(img.meta["channel_files"]) == dl[0]["image"]
+    from monai_umed.apps.exploit_data import resolve_exploit_data
+    from monai_umed.apps.split import make_split
+
+    split = make_split(root, test_fraction=0.34, seed=0)  # a split keeps the channel lists, relative to the folder
+    assert all(isinstance(e["image"], list) and e["image"][1].endswith("_0001.nii.gz") for e in split["training"])
+    train, test = resolve_exploit_data(root, split)
+    assert [len(e["image"]) for e in train + test] == [2, 2, 2] and os.path.isabs(train[0]["image"][1])
+    (root / "imagesTr" / "la_004_0001.nii.gz").unlink()
+    (root / "imagesTr" / "la_007_0002.nii.gz").write_bytes((root / "imagesTr" / "la_007_0000.nii.gz").read_bytes())
+    problems = datalist_from_nnunet(root).problems
+    assert any("la_004.nii.gz: label lacks 1 of its 2 channel files (imagesTr/la_004_0001.nii.gz" in p for p in problems)
+    assert any("la_007_0002.nii.gz: channel 2 beyond the 2 channel(s)" in p for p in problems)
+    assert [e["name"] for e in datalist_from_nnunet(root)] == ["la_003", "la_007"]
+    nib.save(nib.Nifti1Image(np.zeros((10, 12, 9), np.float32), np.eye(4)), root / "imagesTr" / "la_003_0001.nii.gz")
+    with pytest.raises(Exception, match=r"la_003_0001.nii.gz.*does not match the first channel file"):
+        validate_datalist(load_datalist(dataset_dir=root))
