@@ -189,9 +189,10 @@ def test_kill_9_mid_write_then_rerun_equals_an_uninterrupted_run(tmp_path: Path)
     assert proc.returncode == -9, proc.stderr[-2000:]
     names = sorted(p.name for p in (killed / "protected" / "images").iterdir())
     finished = [n for n in names if not n.startswith(".")]
-    # the writer threads work on neighbouring images at once: how many finished before the kill varies, but the
-    # half-written 4th file lies under a temporary name only and every file under a final name is complete
-    assert 2 <= len(finished) <= 5 and "synthetic_003.png" not in finished
+    # the writer threads work on neighbouring images at once: how many finished before the kill varies (with the
+    # load of the machine), but the half-written 4th file lies under a temporary name only and every file under a
+    # final name is complete
+    assert len(finished) <= 5 and "synthetic_003.png" not in finished
     assert len(names) > len(finished), "the half-written file lies under a temporary name"
     for name in finished:
         Image.open(killed / "protected" / "images" / name).load()  # each one decodes
