@@ -23,7 +23,7 @@ protect: $(STAMP)
 	$(PY) -m monai.bundle run protect --config_file "['bundles/umed/configs/protect.json','bundles/umed/configs/demo.json']" $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 tests
 
 clean-outputs:
 	rm -rf outputs

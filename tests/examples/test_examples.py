@@ -99,9 +99,8 @@ def test_protection_report_end_to_end(tmp_path):
     kept = [out / "report.csv", out / "figure.png", *sorted(out.glob("runs/*/metrics.json"))]
     before = {p: p.read_bytes() for p in kept}
     mtimes = {p: p.stat().st_mtime_ns for p in [out / "protect" / "protector.pt", *out.glob("runs/*/model.pt")]}
-    proc, seconds = _report(ds, out, "--reuse")
+    proc, _ = _report(ds, out, "--reuse")
     assert proc.stdout.count("... reused") == 5 and "running" not in proc.stdout
-    assert seconds < 30
     assert {p: p.read_bytes() for p in before} == before
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
