@@ -171,6 +171,22 @@ def _write_nifti(stored: np.ndarray, raw: RawImage, tmp: Path) -> None:
     nib.save(out, str(tmp))
 
 
+def _write_itk(stored: np.ndarray, raw: RawImage, tmp: Path) -> None:
+    import SimpleITK as sitk
+
+    src = sitk.ReadImage(str(raw.path))
+    comps = src.GetNumberOfComponentsPerPixel()
+    out = sitk.GetImageFromArray(stored.reshape(raw.native_shape), isVector=comps > 1)
+    out = sitk.Cast(out, src.GetPixelID())
+    out.CopyInformation(src)  # spacing, origin, direction
+    for key in src.GetMetaDataKeys():
+        out.SetMetaData(key, src.GetMetaData(key))
+    sitk.WriteImage(out, str(tmp), useCompression=True)
+
+
+_WRITERS = {"NIFTI": _write_nifti, "ITK": _write_itk}
+
+
 class ProtectedDatasetWriter:
     """Apply a :class:`~monai_umed.protectors.Protector` to every image of a datalist and write the protected dataset.
 
@@ -327,7 +343,7 @@ class ProtectedDatasetWriter:
 
         def write_and_check(tmp: Path) -> None:
             # the checks run on the temporary file as a reader will read it; only a file that passes is renamed
-            (_write_nifti if raw.format == "NIFTI" else _write_raster)(out_array, raw, tmp)
+            _WRITERS.get(raw.format, _write_raster)(out_array, raw, tmp)
             checked["linf"], checked["values"] = check_written(raw, read_raw(tmp), allowed, bound_units, quantum)
 
         atomic_write(dst, write_and_check)
@@ -371,7 +387,7 @@ class ProtectedDatasetWriter:
             "sha256_source": first["sha256_source"],
             "sha256_output": first["sha256_output"],
             "format_in": raw.format,
-            "format_out": "NIFTI" if raw.format == "NIFTI" else ("PNG" if raw.format == "JPEG" else raw.format),
+            "format_out": "PNG" if raw.format == "JPEG" else raw.format,
             "dtype": str(raw.array.dtype),
             "psnr": metrics["psnr"],
             "ssim": metrics["ssim"],

@@ -19,6 +19,7 @@ from monai_umed.data.adapters import (
 )
 from monai_umed.data.io import (
     ALPHA_MODES,
+    ITK_SUFFIXES,
     MAX_MASK_LABELS,
     NIFTI_SUFFIXES,
     SUPPORTED_IMAGE_SUFFIXES,
@@ -31,6 +32,7 @@ from monai_umed.data.io import (
     RawImage,
     from_unit,
     intensity_range,
+    is_itk,
     is_nifti,
     is_supported_image,
     mask_to_labels,
@@ -55,6 +57,7 @@ from monai_umed.data.validation import DatasetValidationError, ValidationReport,
 
 __all__ = [
     "ALPHA_MODES",
+    "ITK_SUFFIXES",
     "BUSI_MASK_PATTERN",
     "FOLDER_PAIRS",
     "LAYOUTS",
@@ -81,6 +84,7 @@ __all__ = [
     "from_unit",
     "image_header",
     "intensity_range",
+    "is_itk",
     "is_nifti",
     "is_supported_image",
     "load_datalist",

@@ -39,6 +39,7 @@ from monai_umed.utils import UserInputError
 __all__ = [
     "SUPPORTED_IMAGE_SUFFIXES",
     "NIFTI_SUFFIXES",
+    "ITK_SUFFIXES",
     "ALPHA_MODES",
     "MAX_MASK_LABELS",
     "PathLike",
@@ -46,6 +47,7 @@ __all__ = [
     "MaskValueError",
     "RawImage",
     "is_nifti",
+    "is_itk",
     "is_supported_image",
     "suffix_of",
     "stem_of",
@@ -75,9 +77,13 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: File suffixes (lower case) that :func:`read_raw` accepts.
-SUPPORTED_IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz")
+SUPPORTED_IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".nii", ".nii.gz", ".nrrd", ".mha"
+)
 #: NIfTI suffixes (read with nibabel).
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+#: Single-file ITK formats read and written with SimpleITK (NRRD, MetaImage); format ``"ITK"``.
+ITK_SUFFIXES: tuple[str, ...] = (".nrrd", ".mha")
 #: PIL modes whose last channel is alpha; :func:`to_unit` drops it and :func:`from_unit` re-attaches it.
 ALPHA_MODES: frozenset[str] = frozenset({"RGBA", "LA", "RGBa", "La"})
 #: PIL modes converted with ``Image.convert("RGB")`` before scaling (palette images).
@@ -120,7 +126,10 @@ class RawImage:
             ``int32``, ``"F"`` -> ``float32``); palette images keep their index array. NIfTI: the data array
             with singleton dimensions squeezed away, ``(H, W)``, in the dtype nibabel's ``dataobj`` gives
             (the on-disk dtype, or float when the header sets a scaling slope/intercept).
-        format: ``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"`` or ``"NIFTI"``.
+        format: ``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``, ``"NIFTI"`` or ``"ITK"`` (``.nrrd`` / ``.mha`` through
+            SimpleITK: the array in SimpleITK's reversed axis order, ``(z, y, x)``, singleton axes squeezed, vector
+            pixels as a trailing channel axis; written back with the file's spacing, origin, direction, metadata
+            and pixel type).
         mode: the PIL mode (``"L"``, ``"RGB"``, ``"RGBA"``, ``"I;16"``, ``"1"``, ``"P"``...) or ``None`` for NIfTI.
         path: the file, as a string.
         nifti_header: the NIfTI header (a copy) or ``None``.
@@ -197,6 +206,11 @@ def suffix_of(path: PathLike) -> str:
 def is_nifti(path: PathLike) -> bool:
     """Whether ``path`` names a NIfTI file (``.nii`` or ``.nii.gz``, any case)."""
     return suffix_of(path) in NIFTI_SUFFIXES
+
+
+def is_itk(path: PathLike) -> bool:
+    """Whether ``path`` names a single-file ITK image (``.nrrd``, ``.mha``; read with SimpleITK)."""
+    return suffix_of(path) in ITK_SUFFIXES
 
 
 def is_supported_image(path: PathLike) -> bool:
@@ -335,6 +349,54 @@ def _read_nifti(path: Path) -> RawImage:
     )
 
 
+def _itk_affine(img: Any, axes: Sequence[int]) -> np.ndarray:
+    """A 4x4 voxel-to-world matrix for the array axes of a SimpleITK image (``axes``: the ITK axis of each array
+    axis, the array being in reversed ITK order), in RAS like NIfTI's (ITK's world is LPS)."""
+    dim = img.GetDimension()
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)
+    spacing, origin = np.asarray(img.GetSpacing(), np.float64), np.asarray(img.GetOrigin(), np.float64)
+    affine = np.eye(4)
+    rows = min(dim, 3)
+    for col, axis in enumerate(axes[:3]):
+        affine[:rows, col] = (direction[:, axis] * spacing[axis])[:rows]
+    affine[:rows, 3] = origin[:rows]
+    affine[:2] *= -1  # LPS -> RAS
+    affine[3] = (0, 0, 0, 1)
+    return affine
+
+
+def _read_itk(path: Path) -> RawImage:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(path))
+        data = sitk.GetArrayFromImage(img)  # reversed ITK axis order: (z, y, x[, components])
+    except Exception as exc:  # SimpleITK raises RuntimeError for unreadable or truncated files
+        raise ImageReadError(path, f"cannot read {suffix_of(path)} image: {type(exc).__name__}: {exc}") from exc
+    dim, comps = img.GetDimension(), img.GetNumberOfComponentsPerPixel()
+    if data.dtype.kind not in "biuf":
+        raise ImageReadError(path, f"unsupported pixel type {img.GetPixelIDTypeAsString()}")
+    native_shape = tuple(data.shape)
+    itk_axes = list(range(dim - 1, -1, -1))  # the ITK axis of each array axis
+    keep = [i for i, n in enumerate(data.shape[:dim]) if n > 1]  # singleton spatial axes squeezed
+    if comps > 1:
+        data = data.reshape(*[data.shape[i] for i in keep], comps)
+    else:
+        data = data.reshape(*[data.shape[i] for i in keep])
+    spatial = len(keep)
+    if spatial not in (2, 3):
+        raise ImageReadError(path, f"not a 2D image or a 3D volume: size {tuple(img.GetSize())} (ITK order)")
+    return RawImage(
+        array=_native_byteorder(np.asarray(data)),
+        format="ITK",
+        mode=None,
+        path=str(path),
+        affine=_itk_affine(img, [itk_axes[i] for i in keep]) if spatial == 3 else None,
+        native_shape=native_shape,
+        spatial_ndim=spatial,
+    )
+
+
 def _read_raster(path: Path) -> RawImage:
     try:
         with Image.open(path) as im:
@@ -362,7 +424,7 @@ def _read_raster(path: Path) -> RawImage:
 
 
 def read_raw(path: PathLike) -> RawImage:
-    """Read one image file (2D, or a 3D NIfTI volume) in its native dtype and layout.
+    """Read one image file (2D, or a 3D NIfTI / NRRD / MetaImage volume) in its native dtype and layout.
 
     Args:
         path: a file with one of :data:`SUPPORTED_IMAGE_SUFFIXES`.
@@ -376,7 +438,9 @@ def read_raw(path: PathLike) -> RawImage:
     """
     p = Path(path)
     _check_file(p)
-    return _read_nifti(p) if is_nifti(p) else _read_raster(p)
+    if is_nifti(p):
+        return _read_nifti(p)
+    return _read_itk(p) if is_itk(p) else _read_raster(p)
 
 
 def intensity_range(array: np.ndarray | torch.Tensor) -> tuple[float, float]:

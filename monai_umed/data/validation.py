@@ -38,6 +38,7 @@ from monai_umed.data.io import (
     _check_file,
     _JUNK_ERRORS,
     image_paths,
+    is_itk,
     is_nifti,
     mask_to_labels,
     read_raw,
@@ -114,16 +115,16 @@ def image_header(path: PathLike, decode: bool = False) -> tuple:
 
     ``channels`` counts colour channels as :func:`~monai_umed.data.io.to_unit` will give them (alpha
     excluded, palette -> 3). PNG files are header-parsed and CRC-verified without decompression unless
-    ``decode``; other raster formats and NIfTI are decoded (mode ``"NIFTI"`` for the latter).
+    ``decode``; other raster formats, NIfTI and NRRD / MetaImage are decoded (mode ``"NIFTI"`` / ``"ITK"``).
 
     Raises:
         ImageReadError: missing, empty, unsupported, corrupt or truncated file.
     """
     p = os.fspath(path)
-    if is_nifti(p):
+    if is_nifti(p) or is_itk(p):
         raw = read_raw(p)
         _check_finite(raw.array, p)
-        return (*raw.spatial_shape, raw.channels, "NIFTI")
+        return (*raw.spatial_shape, raw.channels, raw.format)
     _check_file(Path(p))
     try:
         with Image.open(p) as im:

@@ -399,3 +399,34 @@ def test_volume_with_modalities_and_label_volume(tmp_path):
     np.testing.assert_array_equal(labels, lab)
     mask = LoadMask()(tmp_path / "lab.nii.gz")
     assert tuple(mask.shape) == (1, 9, 10, 11) and sorted(mask.unique().tolist()) == [0.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_itk_volumes_and_images(tmp_path, suffix):
+    """NRRD and MetaImage through SimpleITK: the array in SimpleITK's (z, y, x) order with its dtype, an affine whose
+    columns carry the spacing, singleton axes squeezed, vector pixels as channels; unreadable files are named."""
+    import SimpleITK as sitk
+
+    vol = (np.random.default_rng(0).random((7, 9, 11)) * 1000 - 200).astype(np.int16)
+    img = sitk.GetImageFromArray(vol)
+    img.SetSpacing((0.7, 0.9, 3.0))
+    img.SetOrigin((10.0, -5.0, 2.0))
+    sitk.WriteImage(img, str(tmp_path / f"v{suffix}"))
+    raw = read_raw(tmp_path / f"v{suffix}")
+    assert raw.format == "ITK" and raw.spatial_ndim == 3 and raw.array.dtype == np.int16
+    np.testing.assert_array_equal(raw.array, vol)
+    # array axis 0 is ITK's z (spacing 3.0), axis 2 is x (0.7)
+    np.testing.assert_allclose(np.linalg.norm(raw.affine[:3, :3], axis=0), [3.0, 0.9, 0.7])
+    unit = LoadImageUnit()(tmp_path / f"v{suffix}")
+    assert tuple(unit.shape) == (1, 7, 9, 11) and float(unit.min()) == 0.0 and float(unit.max()) == 1.0
+    flat = sitk.GetImageFromArray(np.arange(120, dtype=np.uint8).reshape(1, 10, 12))  # one slice: a 2D image
+    sitk.WriteImage(flat, str(tmp_path / f"f{suffix}"))
+    raw2 = read_raw(tmp_path / f"f{suffix}")
+    assert raw2.spatial_ndim == 2 and raw2.array.shape == (10, 12) and raw2.native_shape == (1, 10, 12)
+    rgb = sitk.GetImageFromArray(np.zeros((10, 12, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(tmp_path / f"c{suffix}"))
+    raw3 = read_raw(tmp_path / f"c{suffix}")
+    assert raw3.spatial_ndim == 2 and raw3.channels == 3 and to_unit(raw3).shape == (3, 10, 12)
+    (tmp_path / f"bad{suffix}").write_bytes(b"not an image at all")
+    with pytest.raises(ImageReadError, match=rf"bad\{suffix}: cannot read"):
+        read_raw(tmp_path / f"bad{suffix}")
