@@ -28,12 +28,12 @@ from monai_umed.data import (
     case_name,
     image_key,
     image_paths,
-    intensity_range,
     label_paths,
     protected_name,
     read_channel_files,
     read_raw,
     to_unit,
+    value_range,
 )
 from monai_umed.handlers.metrics import invisibility_metrics
 from monai_umed.protectors import Protector, UMedProtector
@@ -85,54 +85,64 @@ def _stored_parts(raw: RawImage) -> tuple[np.ndarray, np.ndarray | None]:
     return raw.stored(), None
 
 
-def quantize_protected(raw: RawImage, delta: np.ndarray, epsilon: float) -> tuple[np.ndarray, float, float]:
+def _ranges(raw: RawImage) -> tuple[Any, Any]:
+    """The file's [0, 1] scale on the values a reader gets (alpha excluded): :func:`~monai_umed.data.value_range`."""
+    values = file_values(raw)
+    return value_range(values[..., :-1] if raw.has_alpha else values, raw.spatial_ndim)
+
+
+def quantize_protected(raw: RawImage, delta: np.ndarray, epsilon: float) -> tuple[np.ndarray, Any, float]:
     """The protected image in the file's stored dtype and layout, inside the bound on the values a reader gets.
 
     ``delta`` is ``[C, H, W]`` on the [0, 1] scale (C = the file's colour channels). With ``(lo, hi) =
-    intensity_range`` of the colour values, the bound is ``B = epsilon * (hi - lo)`` in the file's value units.
-    Integer storage has a quantum ``q`` (1, or ``|scl_slope|`` for a scaled NIfTI): the change is rounded to the
-    nearest whole number of quanta and then capped at ``floor(B / q)`` quanta, so rounding can never cross the
-    bound (a tolerance of 1e-6 quanta absorbs float error such as ``4/255 * 255 = 3.9999999999999996``).
-    Float storage adds the change clipped to ``[-B, B]``. Values stay inside ``[lo, hi]``; alpha is kept.
+    value_range`` of the colour values (one pair, or one per modality of a volume), the bound is ``B = epsilon *
+    (hi - lo)`` in the file's value units. Integer storage has a quantum ``q`` (1, or ``|scl_slope|`` for a scaled
+    NIfTI): the change is rounded to the nearest whole number of quanta and then capped at ``floor(B / q)`` quanta,
+    so rounding can never cross the bound (a tolerance of 1e-6 quanta absorbs float error such as ``4/255 * 255 =
+    3.9999999999999996``). Float storage adds the change clipped to ``[-B, B]``. Values stay inside ``[lo, hi]``;
+    alpha is kept.
 
     Returns:
-        ``(array to write, B, q)``, ``q = 0`` for float storage.
+        ``(array to write, B, q)``, ``B`` a float (or an array per modality), ``q = 0`` for float storage.
     """
     colour, alpha = _stored_parts(raw)
-    lo, hi = intensity_range(file_values(raw)[..., :-1] if raw.has_alpha else file_values(raw))
+    lo, hi = _ranges(raw)
     bound = float(epsilon) * (hi - lo)
-    d = np.asarray(delta, dtype=np.float64) * (hi - lo)
-    d = d[0] if colour.ndim == raw.spatial_ndim else np.moveaxis(d, 0, -1)
+    d = np.asarray(delta, dtype=np.float64)
+    d = (d[0] if colour.ndim == raw.spatial_ndim else np.moveaxis(d, 0, -1)) * (hi - lo)
     slope, inter = raw.slope, raw.inter
-    s_lo, s_hi = sorted(((lo - inter) / slope, (hi - inter) / slope))
+    a, b = (lo - inter) / slope, (hi - inter) / slope
+    s_lo, s_hi = np.minimum(a, b), np.maximum(a, b)
     stored = colour.astype(np.float64)
     if colour.dtype == np.bool_ or np.issubdtype(colour.dtype, np.integer):
         q = abs(slope)
-        levels = math.floor(bound / q + 1e-6)
+        levels = np.floor(bound / q + 1e-6)
         step = np.clip(np.rint(d / slope), -levels, levels)
         info = np.iinfo(colour.dtype) if colour.dtype != np.bool_ else None
-        s_lo = math.ceil(s_lo - 1e-9) if info is None else max(math.ceil(s_lo - 1e-9), info.min)
-        s_hi = math.floor(s_hi + 1e-9) if info is None else min(math.floor(s_hi + 1e-9), info.max)
+        s_lo = np.ceil(s_lo - 1e-9) if info is None else np.maximum(np.ceil(s_lo - 1e-9), info.min)
+        s_hi = np.floor(s_hi + 1e-9) if info is None else np.minimum(np.floor(s_hi + 1e-9), info.max)
         out = np.clip(stored + step, s_lo, s_hi).astype(colour.dtype)
     else:
         q = 0.0
         out = np.clip(stored + np.clip(d, -bound, bound) / slope, s_lo, s_hi).astype(colour.dtype)
     if alpha is not None:
         out = np.concatenate([out if out.ndim == raw.spatial_ndim + 1 else out[..., None], alpha[..., None]], axis=-1)
-    return np.ascontiguousarray(out), bound, q
+    return np.ascontiguousarray(out), (bound if np.ndim(bound) else float(bound)), q
 
 
 def check_written(
-    raw: RawImage, written: RawImage, allowed: np.ndarray, bound: float, quantum: float
-) -> tuple[float, np.ndarray]:
+    raw: RawImage, written: RawImage, allowed: np.ndarray, bound: Any, quantum: float
+) -> tuple[Any, np.ndarray]:
     """Check a written protected file against its original on the values a reader gets from both files.
 
-    Checks: same layout and dtype (and NIfTI scaling); ``max |written - original| <= bound`` (plus 1e-6 quanta,
+    Checks: same layout and dtype (and NIfTI scaling); ``max |written - original| <= bound`` (per modality when
+    ``bound`` is an array, see :func:`quantize_protected`; plus 1e-6 quanta,
     see :func:`quantize_protected`, and for float values four float spacings of the largest magnitude);
     no pixel (voxel) outside ``allowed`` (the spatial shape, bool) changed in any channel.
 
     Returns:
-        ``(l-inf in value units, written colour values as float64 in the file layout)``.
+        ``(l-inf in value units -- a list per modality when ``bound`` is one --, written colour values as float64
+        in the file layout)``.
 
     Raises:
         RuntimeError: a check failed (the message names the file).
@@ -147,9 +157,16 @@ def check_written(
     tol = 1e-6 * quantum
     if np.issubdtype(old.dtype, np.floating) and old.size:
         tol += 4 * float(np.spacing(np.abs(old).max().astype(old.dtype)))
-    linf = float(diff.max()) if diff.size else 0.0
-    if not linf <= bound + tol:
-        raise RuntimeError(f"{raw.path}: written l-inf {linf} exceeds the bound {bound}; not written.")
+    if np.ndim(bound):  # one bound per modality of a volume
+        per = diff.reshape(-1, diff.shape[-1]).max(axis=0) if diff.size else np.zeros(diff.shape[-1])
+        if not np.all(per <= np.asarray(bound) + tol):
+            raise RuntimeError(f"{raw.path}: written l-inf per modality {per.tolist()} exceeds the bounds "
+                               f"{np.asarray(bound).tolist()}; not written.")
+        linf: Any = per.tolist()
+    else:
+        linf = float(diff.max()) if diff.size else 0.0
+        if not linf <= bound + tol:
+            raise RuntimeError(f"{raw.path}: written l-inf {linf} exceeds the bound {bound}; not written.")
     changed = diff.max(axis=-1) > 0 if diff.ndim > raw.spatial_ndim else diff > 0
     outside = changed & ~np.asarray(allowed, dtype=bool)
     if outside.any():
@@ -196,8 +213,9 @@ class ProtectedDatasetWriter:
     **Lossless output.** PNG stays PNG with the same mode and bit depth (8 and 16 bit), TIFF and BMP keep their
     format, JPEG input is written as PNG (:func:`~monai_umed.data.protected_name`; JPEG compression would wash
     the perturbation out; a log line says so), NIfTI keeps its header and affine. Values are rounded to the
-    file's own integer grid and the bound ``|protected - original| <= epsilon * (hi - lo)`` (``intensity_range``)
-    and "no change outside the protector's allowed region" are re-checked on the values actually written; a
+    file's own integer grid and the bound ``|protected - original| <= epsilon * (hi - lo)`` (``value_range``, per
+    modality of a volume) and "no change outside the protector's allowed region" are re-checked on the values
+    actually written; a
     violation raises and nothing is written for that image. Masks are copied unchanged. An image whose channels
     are separate files (nnU-Net ``{CASE}_0000``, ``{CASE}_0001``, ...: ``image`` a list) is protected as one image
     and each channel is written back to its own file, on that file's own intensity scale and with its own checks;
@@ -347,7 +365,7 @@ class ProtectedDatasetWriter:
             checked["linf"], checked["values"] = check_written(raw, read_raw(tmp), allowed, bound_units, quantum)
 
         atomic_write(dst, write_and_check)
-        lo, hi = intensity_range(file_values(raw)[..., :-1] if raw.has_alpha else file_values(raw))
+        lo, hi = _ranges(raw)
         values = checked["values"]
         colour = values[..., :-1] if raw.has_alpha else values
         written_unit = ((colour - lo) / (hi - lo)).astype(np.float32)
@@ -355,7 +373,7 @@ class ProtectedDatasetWriter:
             written_unit[None] if written_unit.ndim == raw.spatial_ndim else np.ascontiguousarray(np.moveaxis(written_unit, -1, 0))
         )
         return {"output": str(dst), "sha256_output": sha256_file(dst), "linf_units": checked["linf"],
-                "bound_units": bound_units, "unit": written_unit}
+                "bound_units": np.asarray(bound_units).tolist(), "unit": written_unit}
 
     def _finish_one(self, prep: dict, delta: torch.Tensor, allowed: torch.Tensor) -> dict:
         item, raws, unit = prep["item"], prep["raws"], prep["unit"]

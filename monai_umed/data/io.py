@@ -60,6 +60,7 @@ __all__ = [
     "protected_name",
     "read_raw",
     "intensity_range",
+    "value_range",
     "unit_channels",
     "to_unit",
     "from_unit",
@@ -472,6 +473,21 @@ def intensity_range(array: np.ndarray | torch.Tensor) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
+def value_range(values: np.ndarray, spatial_ndim: int = 2) -> tuple[Any, Any]:
+    """The ``(lo, hi)`` of the [0, 1] scale of a file's values (``values`` in the file's layout, alpha excluded).
+
+    One :func:`intensity_range` for a 2D image, whose colour channels share one scale, and for a single-channel
+    volume; one per modality for a volume with channels (a 4D NIfTI: the modalities are separate measurements, e.g.
+    T1 and FLAIR, each with its own range), then ``lo`` and ``hi`` are arrays of shape ``(C,)`` that broadcast over
+    the trailing channel axis. epsilon is thus a fraction of each modality's range, as for channel files.
+    """
+    a = np.asarray(values)
+    if spatial_ndim == 3 and a.ndim == 4:
+        pairs = [intensity_range(a[..., c]) for c in range(a.shape[-1])]
+        return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+    return intensity_range(a)
+
+
 def _unit_source(raw: RawImage) -> tuple[np.ndarray, np.ndarray | None]:
     """(colour array ``(*spatial)`` or ``(*spatial, C)`` that is scaled, alpha ``(H, W)`` or ``None``)."""
     if raw.converted is not None:
@@ -496,13 +512,14 @@ def output_mode(raw: RawImage) -> str | None:
 def to_unit(raw: RawImage) -> np.ndarray:
     """The image as float32 ``[C, H, W]`` (a volume: ``[C, *spatial]``) on the [0, 1] scale ``(x - lo) / (hi - lo)``.
 
-    ``(lo, hi) = intensity_range(...)`` of the colour array. Alpha channels (``RGBA``, ``LA``) are
+    ``(lo, hi) = value_range(...)`` of the colour array (one range per modality for a volume with channels). Alpha
+    channels (``RGBA``, ``LA``) are
     **dropped** (``RGBA`` -> 3 channels, ``LA`` -> 1; :func:`from_unit` puts the original alpha back);
     palette images (``P``) are converted to RGB with PIL; ``I;16`` is read as uint16; mode ``"1"`` gives
     0/1. Non-finite float values map to 0.
     """
     src, _ = _unit_source(raw)
-    lo, hi = intensity_range(src)
+    lo, hi = value_range(src, raw.spatial_ndim)
     a = src.astype(np.float64) if src.dtype.itemsize > 2 or src.dtype.kind == "f" else src.astype(np.float32)
     unit = ((a - lo) / (hi - lo)).astype(np.float32, copy=False)
     if src.dtype.kind == "f":
@@ -514,7 +531,7 @@ def to_unit(raw: RawImage) -> np.ndarray:
 def from_unit(unit: np.ndarray | torch.Tensor, raw: RawImage) -> np.ndarray:
     """Inverse of :func:`to_unit`: a ``[C, H, W]`` [0, 1]-scale image back to ``raw``'s dtype and layout.
 
-    ``x = unit * (hi - lo) + lo`` with ``raw``'s :func:`intensity_range`; integer dtypes are rounded
+    ``x = unit * (hi - lo) + lo`` with ``raw``'s :func:`value_range`; integer dtypes are rounded
     half-to-even (``np.rint``) and clipped to the dtype's range, ``bool`` is ``x >= 0.5``, float dtypes
     are cast. The result has ``raw.array``'s layout (``(H, W)`` or ``(H, W, C)``); for ``RGBA``/``LA``
     files the original alpha channel is re-attached. Palette images come back as ``(H, W, 3)`` RGB uint8
@@ -533,9 +550,9 @@ def from_unit(unit: np.ndarray | torch.Tensor, raw: RawImage) -> np.ndarray:
         raise ValueError(
             f"from_unit: expected an array of shape {(channels, *src.shape[:nd])} for {raw.path}, got {tuple(u.shape)}"
         )
-    lo, hi = intensity_range(src)
-    x = u.astype(np.float64) * (hi - lo) + lo
-    x = x[0] if src.ndim == nd else np.moveaxis(x, 0, -1)
+    lo, hi = value_range(src, nd)
+    x = u.astype(np.float64)
+    x = (x[0] if src.ndim == nd else np.moveaxis(x, 0, -1)) * (hi - lo) + lo
     dtype = src.dtype
     if dtype == np.bool_:
         out = x >= 0.5
@@ -675,7 +692,8 @@ class LoadImageUnit(Transform):
     """Load an image file as a float32 ``MetaTensor`` ``[C, H, W]`` on the [0, 1] scale.
 
     Uses :func:`read_raw` + :func:`to_unit` (no PIL transpose; alpha dropped). Meta data:
-    ``filename_or_obj``, ``intensity_range`` (``(lo, hi)`` of :func:`intensity_range`), ``raw_dtype``,
+    ``filename_or_obj``, ``intensity_range`` (``(lo, hi)`` of :func:`value_range`, lists for a volume with
+    modalities), ``raw_dtype``,
     ``format``, ``mode`` (``""`` for NIfTI), ``spatial_shape``, ``original_channel_dim`` and, for NIfTI,
     ``affine``.
 
@@ -693,7 +711,8 @@ class LoadImageUnit(Transform):
         unit = np.concatenate([to_unit(r) for r in raws]) if len(raws) > 1 else to_unit(raws[0])
         src, _ = _unit_source(raws[0])
         meta = _base_meta(raws[0])
-        meta["intensity_range"] = tuple(float(v) for v in intensity_range(src))
+        lo, hi = value_range(src, raws[0].spatial_ndim)
+        meta["intensity_range"] = (np.asarray(lo, np.float64).tolist(), np.asarray(hi, np.float64).tolist())
         if len(raws) > 1:
             meta["channel_files"] = json.dumps([r.path for r in raws])
         return MetaTensor(torch.from_numpy(unit), meta=meta)

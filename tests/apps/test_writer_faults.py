@@ -109,6 +109,34 @@ def test_quantize_caps_after_rounding():
     assert q == 1 and bound == pytest.approx(5.99) and int(out.max()) - 100 == 5
 
 
+def test_volume_modalities_each_get_their_own_scale(tmp_path: Path):
+    """A 4D NIfTI with an int16 modality of range ~2000 and one of range ~200: to_unit spans [0, 1] per modality,
+    from_unit inverts it exactly, and a saturated delta moves each modality by epsilon times its own range, which
+    check_written re-checks per modality on the written file."""
+    from monai_umed.apps import check_written
+    from monai_umed.data import from_unit, read_raw, to_unit
+    from monai_umed.apps.writer import _write_nifti
+
+    rng = np.random.default_rng(0)
+    vol = np.stack([rng.integers(-1000, 1000, (9, 10, 11)), rng.integers(0, 200, (9, 10, 11))], axis=-1).astype(np.int16)
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(tmp_path / "mm.nii.gz"))
+    raw = read_raw(tmp_path / "mm.nii.gz")
+    unit = to_unit(raw)
+    assert unit.shape == (2, 9, 10, 11) and np.allclose(unit.reshape(2, -1).min(1), 0) and np.allclose(unit.reshape(2, -1).max(1), 1)
+    np.testing.assert_array_equal(from_unit(unit, raw), vol)
+    eps = 4 / 255
+    out, bound, q = quantize_protected(raw, np.full(unit.shape, eps, np.float32), eps)
+    ranges = vol.reshape(-1, 2).max(0).astype(float) - vol.reshape(-1, 2).min(0)
+    np.testing.assert_allclose(bound, eps * ranges)
+    per = (out.astype(np.int64) - vol).reshape(-1, 2).max(0)
+    assert per.tolist() == np.floor(eps * ranges + 1e-6).astype(int).tolist()  # 31 and 3 levels
+    _write_nifti(out, raw, tmp_path / "w.nii.gz")
+    linf, _ = check_written(raw, read_raw(tmp_path / "w.nii.gz"), np.ones((9, 10, 11), bool), bound, q)
+    assert linf == per.tolist()
+    with pytest.raises(RuntimeError, match="per modality"):
+        check_written(raw, read_raw(tmp_path / "w.nii.gz"), np.ones((9, 10, 11), bool), bound / 2, q)
+
+
 def read_raw_array(array: np.ndarray):
     from monai_umed.data import RawImage
 
