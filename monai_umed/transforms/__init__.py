@@ -14,7 +14,7 @@ from .texture import (
     to_luminance,
 )
 from .labels import LABEL_MODES, class_values, label_classes_transform
-from .priors import PriorSettings, prior_transforms
+from .priors import ForegroundNeighbourhoodd, PriorSettings, prior_transforms
 
 __all__ = [
     "MatchChannels",
@@ -22,6 +22,7 @@ __all__ = [
     "LABEL_MODES",
     "class_values",
     "label_classes_transform",
+    "ForegroundNeighbourhoodd",
     "PriorSettings",
     "prior_transforms",
     "CONTOUR_SIDES",

@@ -3,19 +3,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
-from monai.transforms import Compose, DivisiblePadd, EnsureTyped, RandCropByPosNegLabeld, Resized, SpatialPadd
+from monai.config import KeysCollection
+from monai.transforms import (
+    Compose,
+    CropForegroundd,
+    DivisiblePadd,
+    EnsureTyped,
+    MapTransform,
+    RandCropByPosNegLabeld,
+    Resized,
+    SpatialPadd,
+)
 
 from monai_umed.transforms.channels import MatchChannelsd
 from monai_umed.transforms.contour import CONTOUR_SIDES, ContourBand, ContourBandd
 from monai_umed.transforms.labels import label_classes_transform
 from monai_umed.transforms.texture import LBPTextureMap, LBPTextureMapd
 
-__all__ = ["PriorSettings", "prior_transforms"]
+__all__ = ["ForegroundNeighbourhoodd", "PriorSettings", "prior_transforms"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,37 @@ class PriorSettings:
         return ContourBand(self.band_width if width is None else width, self.band_side)
 
 
+class ForegroundNeighbourhoodd(MapTransform):
+    """Crop ``keys`` to the box around ``label > 0`` grown by ``margin`` voxels on each side (clamped to the volume,
+    MONAI's ``CropForegroundd``); a volume without foreground is kept whole.
+
+    With ``margin`` equal to the patch size, ``RandCropByPosNegLabeld(pos=1, neg=0)`` draws the same patches from the
+    crop as from the whole volume (the same foreground voxels in the same order, and the windows around them never
+    reach the crop's edge unless they reach the volume's), so caching the crop instead of the volume bounds the memory
+    of large volumes with small structures without changing training (``tests/transforms/test_priors.py``).
+
+    Args:
+        keys: the keys to crop alike.
+        label_key: the label map whose foreground (``> 0``) sets the box.
+        margin: voxels added on each side (an int or one per spatial axis).
+    """
+
+    backend = CropForegroundd.backend
+
+    def __init__(self, keys: KeysCollection, label_key: str = "label", margin: int | Sequence[int] = 0,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.label_key = label_key
+        self.cropper = CropForegroundd(keys, source_key=label_key, margin=margin, allow_smaller=True,
+                                       allow_missing_keys=allow_missing_keys)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if not bool((d[self.label_key] > 0).any()):
+            return d
+        return dict(self.cropper(d))
+
+
 def prior_transforms(
     image_size: int | Sequence[int],
     channels: int,
@@ -77,7 +118,8 @@ def prior_transforms(
     """Resize an ``{"image", "label"}`` pair to the training size and add the priors of Eq. 4-5.
 
     ``native`` keeps the pair on its own grid instead of resizing it (volumes): the priors are computed there,
-    then ``"train"`` pads to at least ``image_size`` and draws one ``image_size`` patch centred on the foreground
+    then ``"train"`` keeps the foreground's neighbourhood (:class:`ForegroundNeighbourhoodd`, margin
+    ``image_size``), pads to at least ``image_size`` and draws one ``image_size`` patch centred on the foreground
     (``RandCropByPosNegLabeld``, all keys alike), ``"apply"`` pads every side to a multiple of 16 (whole volumes
     through the fully convolutional networks).
 
@@ -99,6 +141,8 @@ def prior_transforms(
     crop = []
     if native == "train":
         crop = [
+            # deterministic, hence cached: only the foreground's neighbourhood of a large volume is kept in memory
+            ForegroundNeighbourhoodd(keys, label_key="label", margin=size),
             SpatialPadd(keys, spatial_size=size),
             RandCropByPosNegLabeld(keys, label_key="label", spatial_size=size, pos=1, neg=0, num_samples=1),
         ]

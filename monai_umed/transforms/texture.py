@@ -176,7 +176,10 @@ def local_binary_pattern(
         index = ((r_idx.long() + pad) * padded_width + (c_idx.long() + pad)).expand(height, width).reshape(-1)
         return padded[:, index].reshape(n, height, width)
 
-    bits = torch.empty((num_points, n, height, width), dtype=torch.bool, device=device)
+    keep_bits = method in ("ror", "nri_uniform")
+    bits = torch.empty((num_points if keep_bits else 0, n, height, width), dtype=torch.bool, device=device)
+    # "uniform" needs only the number of 1 bits and of transitions: counted on the way, in uint8
+    n_ones = changes = previous = codes_ = None
     sum_ = var_ = None
     for i in range(num_points):
         r = rows + float(drs[i])
@@ -184,28 +187,48 @@ def local_binary_pattern(
         min_r, max_r = torch.floor(r), torch.ceil(r)
         min_c, max_c = torch.floor(c), torch.ceil(c)
         d_r, d_c = r - min_r, c - min_c
-        top = (1 - d_c) * _pick(min_r, min_c) + d_c * _pick(min_r, max_c)
-        bottom = (1 - d_c) * _pick(max_r, min_c) + d_c * _pick(max_r, max_c)
-        sample = (1 - d_r) * top + d_r * bottom
-        bits[i] = (sample - img) >= 0
+        # (1 - 0) * a + 0 * b is exactly a for finite values: skip the interpolation along an axis the neighbour
+        # lies on (the samples are still skimage's, bit for bit)
+        if bool((d_c == 0).all()):
+            top, bottom = _pick(min_r, min_c), _pick(max_r, min_c)
+        else:
+            top = (1 - d_c) * _pick(min_r, min_c) + d_c * _pick(min_r, max_c)
+            bottom = (1 - d_c) * _pick(max_r, min_c) + d_c * _pick(max_r, max_c)
+        sample = top if bool((d_r == 0).all()) else (1 - d_r) * top + d_r * bottom
+        bit = (sample - img) >= 0
+        if keep_bits:
+            bits[i] = bit
+        if method == "default":
+            weighted = bit.to(torch.int64) << i
+            codes_ = weighted if codes_ is None else codes_.add_(weighted)
+        if method in ("uniform", "nri_uniform"):
+            ones = bit.to(torch.uint8)
+            n_ones = ones.clone() if n_ones is None else n_ones.add_(ones)
+            if previous is not None:
+                step = (bit != previous).to(torch.uint8)
+                changes = step if changes is None else changes.add_(step)
+            previous = bit
         if method == "var":
             sum_ = sample if sum_ is None else sum_ + sample
             var_ = sample * sample if var_ is None else var_ + sample * sample
+    if changes is None and method in ("uniform", "nri_uniform"):  # one point: no transition
+        changes = torch.zeros_like(n_ones)
 
     if method == "var":
         assert sum_ is not None and var_ is not None
         var_ = (var_ - (sum_ * sum_) / num_points) / num_points
         out = torch.where(var_ != 0, var_, torch.full_like(var_, float("nan")))
-    elif method in ("default", "ror"):
+    elif method == "default":
+        out = codes_.to(torch.float64)
+    elif method == "ror":
         weights = (2 ** torch.arange(num_points, device=device, dtype=torch.int64)).view(-1, 1, 1, 1)
         codes = (bits.long() * weights).sum(0)
-        if method == "ror":
-            for k in range(1, num_points):
-                codes = torch.minimum(codes, (torch.roll(bits, shifts=-k, dims=0).long() * weights).sum(0))
+        for k in range(1, num_points):
+            codes = torch.minimum(codes, (torch.roll(bits, shifts=-k, dims=0).long() * weights).sum(0))
         out = codes.to(torch.float64)
     else:
-        changes = (bits[:-1] != bits[1:]).sum(0)
-        n_ones = bits.sum(0)
+        assert n_ones is not None and changes is not None
+        n_ones, changes = n_ones.long(), changes.long()
         if method == "uniform":
             codes = torch.where(changes <= 2, n_ones, torch.full_like(n_ones, num_points + 1))
         else:  # nri_uniform
