@@ -56,6 +56,7 @@ __all__ = [
     "image_key",
     "case_name",
     "read_channel_files",
+    "voxel_count",
     "relative_path",
     "protected_name",
     "read_raw",
@@ -279,6 +280,24 @@ def read_channel_files(paths: Sequence[PathLike]) -> list[RawImage]:
                 r.path, f"channel file has another voxel-to-world affine than the first channel file {first.path}"
             )
     return raws
+
+
+def voxel_count(path: PathLike) -> int:
+    """Number of values in an image file (all channels), from its header where the format has one (NIfTI, NRRD,
+    MetaImage), else by decoding it; to size caches without loading data."""
+    p = os.fspath(path)
+    if is_nifti(p):
+        import nibabel as nib
+
+        return int(np.prod(nib.load(p).shape))
+    if is_itk(p):
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(p)
+        reader.ReadImageInformation()
+        return int(np.prod(reader.GetSize())) * int(reader.GetNumberOfComponents())
+    return int(read_raw(p).array.size)
 
 
 def relative_path(path: PathLike, root: PathLike) -> str | None:
