@@ -531,9 +531,9 @@ def output_mode(raw: RawImage) -> str | None:
 def to_unit(raw: RawImage) -> np.ndarray:
     """The image as float32 ``[C, H, W]`` (a volume: ``[C, *spatial]``) on the [0, 1] scale ``(x - lo) / (hi - lo)``.
 
-    ``(lo, hi) = value_range(...)`` of the colour array (one range per modality for a volume with channels). Alpha
-    channels (``RGBA``, ``LA``) are
-    **dropped** (``RGBA`` -> 3 channels, ``LA`` -> 1; :func:`from_unit` puts the original alpha back);
+    ``(lo, hi) = value_range(...)`` of the colour array (one range per modality for a volume with channels).
+    Alpha channels (``RGBA``, ``LA``) are **dropped** (``RGBA`` -> 3 channels, ``LA`` -> 1; :func:`from_unit` puts
+    the original alpha back);
     palette images (``P``) are converted to RGB with PIL; ``I;16`` is read as uint16; mode ``"1"`` gives
     0/1. Non-finite float values map to 0.
     """
