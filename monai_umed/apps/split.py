@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_umed.data import image_key, image_paths, load_datalist, select_stems, validate_datalist
+from monai_umed.data import case_name, image_key, image_paths, load_datalist, select_stems, validate_datalist
 from monai_umed.utils import UserInputError, atomic_write_text, check_output_dir
 
 __all__ = ["make_split", "write_split", "SPLIT_KEYS"]
@@ -63,7 +63,7 @@ def _split_entry(item: dict, root: str) -> dict[str, Any]:
     return {
         "image": images[0] if len(images) == 1 else images,
         "label": rels[0] if len(rels) == 1 else rels,
-        "name": str(item.get("name") or Path(images[0]).stem),
+        "name": case_name(item),
     }
 
 

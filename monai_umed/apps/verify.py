@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from monai_umed.apps.exploit import train_exploiter
-from monai_umed.data import image_key, image_paths, label_paths, relative_path
+from monai_umed.data import case_name, image_key, image_paths, label_paths, relative_path
 from monai_umed.utils import ProtectionCheckFailed, UserInputError, atomic_write_json
 
 __all__ = [
@@ -171,7 +171,7 @@ def _entry_under(item: Mapping, root: str) -> dict[str, Any] | None:
     return {
         "image": rels[0] if n == 1 else rels[:n],
         "label": label_rels[0] if len(label_rels) == 1 else label_rels,
-        "name": str(item.get("name") or Path(images[0]).stem),
+        "name": case_name(item),
     }
 
 

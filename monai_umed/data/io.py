@@ -241,10 +241,9 @@ def label_paths(label: Any) -> list[str]:
 
 def image_paths(image: Any) -> list[str]:
     """A datalist entry's ``image`` as a list of files: one path (the usual case), or a list of paths that are the
-    channels of one image in order (nnU-Net v2 ``{CASE}_0000``, ``{CASE}_0001``, ... one file per modality)."""
-    if isinstance(image, (str, os.PathLike)):
-        return [os.fspath(image)]
-    return [os.fspath(p) for p in image]
+    channels of one image in order (nnU-Net v2 ``{CASE}_0000``, ``{CASE}_0001``, ... one file per modality).
+    The same rule as :func:`label_paths`."""
+    return label_paths(image)
 
 
 def image_key(image: Any) -> str:

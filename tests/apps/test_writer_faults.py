@@ -81,6 +81,40 @@ def test_scaled_int16_nifti_keeps_the_bound_on_read_values(tmp_path: Path):
     assert not (diff[far] > 0).any()
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_mha_images_keep_pixel_type_and_geometry(tmp_path: Path, channels: int):
+    """2D MetaImage files (grey uint16, RGB vector uint8): written back with the same pixel type, spacing, origin and
+    metadata, within the bound of each file's scale, nothing changed far from the ROI."""
+    import SimpleITK as sitk
+
+    root = _folders(tmp_path)
+    rng = np.random.default_rng(3)
+    mask = _blob(40, 40)
+    if channels == 1:
+        arr = (rng.integers(0, 3000, (40, 40)) + 2000 * mask.astype(np.int64)).astype(np.uint16)
+        img = sitk.GetImageFromArray(arr)
+    else:
+        arr = (rng.random((40, 40, 3)) * 150 + 60 * mask[..., None]).astype(np.uint8)
+        img = sitk.GetImageFromArray(arr, isVector=True)
+    img.SetSpacing((0.3, 0.4))
+    img.SetOrigin((5.0, -2.0))
+    img.SetMetaData("device", "probe")
+    sitk.WriteImage(img, str(root / "images" / "us.mha"))
+    Image.fromarray(mask * 255).save(root / "masks" / "us.png")
+    out = tmp_path / "out"
+    _write(root, out, channels=channels)
+    dst = sitk.ReadImage(str(out / "protected" / "images" / "us.mha"))
+    assert dst.GetPixelID() == img.GetPixelID() and dst.GetSpacing() == img.GetSpacing()
+    assert dst.GetOrigin() == img.GetOrigin() and dst.GetMetaData("device") == "probe"
+    b = sitk.GetArrayFromImage(dst).astype(np.int64)
+    diff = np.abs(b - arr.astype(np.int64))
+    lo, hi = (0, 65535) if channels == 1 else (0, 255)  # uint16 / uint8: the dtype's range
+    assert 0 < diff.max() <= np.floor(4 / 255 * (hi - lo) + 1e-6)
+    far = np.ones((40, 40), dtype=bool)
+    far[4:-4, 4:-4] = False
+    assert not (diff.reshape(40, 40, -1).max(-1)[far] > 0).any()
+
+
 @pytest.mark.parametrize("epsilon", [0.0235, 4 / 255, 0.0301, 5.5 / 255])
 def test_rounding_never_crosses_the_bound(tmp_path: Path, epsilon: float):
     """epsilon x range need not be an integer: 8-bit PNG and int16 NIfTI (per-image range) both finish."""
