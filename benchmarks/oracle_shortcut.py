@@ -8,7 +8,8 @@ uses ``epsilon`` there too), and a pattern that carries the label:
 
 * ``offset``: +1 inside the ROI, -1 in the outer band;
 * ``check96`` / ``check48``: a checkerboard on a 96 / 48-pixel grid (upsampled to the file's size: bilinearly
-  then signed / nearest neighbour), its phase flipped between the ROI and the outer band.
+  then signed / nearest neighbour), its phase flipped between the ROI and the outer band;
+* ``native``: the same checkerboard on the file's own pixel grid (for an exploiter that trains at that size).
 
 The files are rounded to 8 bits and written with the masks to ``--output_dir`` in the dataset's layout, so that
 ``train_exploiter --train_dir OUTPUT`` trains on them. The band width is 3 pixels at 96 pixels, scaled to the
@@ -42,6 +43,8 @@ def pattern(kind: str, roi: np.ndarray) -> np.ndarray:
     sign = np.where(roi > 0, 1.0, -1.0)
     if kind == "offset":
         return sign
+    if kind == "native":
+        return (np.indices(roi.shape).sum(0) % 2 * 2 - 1.0).astype(np.float32) * sign
     grid = {"check96": 96, "check48": 48}[kind]
     board = (np.indices((grid, grid)).sum(0) % 2 * 2 - 1.0).astype(np.float32)
     # as measured: the 96 grid upsampled bilinearly then signed, the 48 grid by nearest neighbour
@@ -55,7 +58,7 @@ def main() -> None:
     parser.add_argument("--dataset_dir", required=True)
     parser.add_argument("--datalist", required=True, help="split JSON; its training entries are written")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--pattern", default="check96", choices=("offset", "check96", "check48"))
+    parser.add_argument("--pattern", default="check96", choices=("offset", "check96", "check48", "native"))
     parser.add_argument("--epsilon", type=float, default=4 / 255)
     parser.add_argument("--full", action="store_true", help="ROI interior at epsilon instead of epsilon * x_t")
     args = parser.parse_args()

@@ -11,6 +11,8 @@ to the same shape, lets gradients through to its input, and matches the exploite
 - :class:`DiffJPEG` -- JPEG (JFIF colour conversion, 4:2:0 chroma, 8x8 DCT, the IJG quantisation tables at a
   quality) with straight-through rounding of the quantised coefficients;
 - :func:`gaussian_blur_batch`, :func:`median_batch`, :func:`resample_batch`, :func:`grayscale_batch`;
+- :func:`augment_batch` -- the ``augment`` recipe (flips, affine, elastic, gamma, intensity scaling, noise, channel
+  order), which moves the image and so returns the label moved with it;
 - :class:`EOTDefense` draws one of them per image.
 """
 
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 
 from monai_umed.defenses.transforms import LUMA_WEIGHTS, gaussian_kernel_1d
 
-__all__ = ["EOT_TRANSFORMS", "DiffJPEG", "EOTDefense", "gaussian_blur_batch", "grayscale_batch", "median_batch",
+__all__ = ["EOT_TRANSFORMS", "DiffJPEG", "EOTDefense", "augment_batch", "gaussian_blur_batch", "grayscale_batch", "median_batch",
            "resample_batch", "ste_round"]
 
 #: the IJG (libjpeg) base quantisation tables, luminance and chrominance, row-major 8x8
@@ -146,16 +148,87 @@ def grayscale_batch(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(1, keepdim=True).expand_as(x)
 
 
+def _uniform(n: int, low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def _chance(n: int, prob: float, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, generator=generator) < prob
+
+
+def augment_batch(
+    x: torch.Tensor, label: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``augment`` defense (:func:`monai_umed.defenses.augment_defense`) on a batch ``[B, C, H, W]``, differentiable
+    in ``x``, with the label ``[B, 1, H, W]`` moved by the same spatial transform (nearest neighbour).
+
+    Per image, with the recipe's probabilities and ranges: a flip along each axis (0.5 each), an affine transform
+    (0.5: rotation up to 15 degrees, scaling 0.85-1.15 per axis), an elastic displacement (0.3: control points every
+    16 pixels, offsets of 1-2 pixels times a standard normal, bicubically interpolated), border padding; then a gamma
+    change of the min-max normalised image (0.5: gamma 0.7-1.5), intensity scaling (0.5: +-10 %), Gaussian noise
+    (0.3: std drawn in [0, 0.03]), a random channel order for 3-channel images (0.3), and clipping to [0, 1]. The
+    spatial parts are composed into one resampling (the exploiter's pipeline resamples once per transform).
+
+    Returns:
+        ``(augmented images, moved labels)``, the labels in their input dtype.
+    """
+    if x.ndim != 4 or label.ndim != 4 or label.shape[0] != x.shape[0] or label.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"augment_batch expects images [B, C, H, W] and labels [B, 1, H, W] on the same grid, got "
+                         f"{tuple(x.shape)} and {tuple(label.shape)}.")
+    b, c, h, w = x.shape
+    g, dev, dt = generator, x.device, x.dtype
+    # spatial: output pixel -> input pixel, in pixel units about the centre, then to normalised coordinates
+    flip = torch.stack([torch.where(_chance(b, 0.5, g), -1.0, 1.0) for _ in range(2)], 1)  # (x, y) axes
+    affine = _chance(b, 0.5, g)
+    angle = torch.where(affine, _uniform(b, -math.pi / 12, math.pi / 12, g), torch.zeros(b))
+    scale = torch.where(affine[:, None], 1 + _uniform(2 * b, -0.15, 0.15, g).reshape(b, 2), torch.ones(b, 2))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (B, 2, 2)
+    mat = rot * scale[:, None, :] * flip[:, None, :]
+    half = torch.tensor([w / 2.0, h / 2.0])
+    theta = torch.zeros(b, 2, 3)
+    theta[:, :, :2] = mat * half[None, None, :] / half[None, :, None]  # D^-1 M D with D = diag(W/2, H/2)
+    grid = F.affine_grid(theta.to(dev, dt), [b, c, h, w], align_corners=False)
+    elastic = _chance(b, 0.3, g)
+    if bool(elastic.any()):
+        ch, cw = max(2, h // 16 + 1), max(2, w // 16 + 1)
+        mag = _uniform(b, 1.0, 2.0, g) * elastic
+        offsets = torch.randn(b, 2, ch, cw, generator=g) * mag[:, None, None, None]
+        field = F.interpolate(offsets, size=(h, w), mode="bicubic", align_corners=True)  # pixels, (x, y)
+        field = field * torch.tensor([2.0 / w, 2.0 / h]).view(1, 2, 1, 1)
+        grid = grid + field.permute(0, 2, 3, 1).to(dev, dt)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    moved = F.grid_sample(label.to(dt), grid, mode="nearest", padding_mode="border", align_corners=False)
+    # intensity
+    lo = out.amin(dim=(1, 2, 3), keepdim=True).detach()
+    rng = (out.amax(dim=(1, 2, 3), keepdim=True).detach() - lo).clamp_min(1e-6)
+    gamma = torch.where(_chance(b, 0.5, g), _uniform(b, 0.7, 1.5, g), torch.ones(b)).view(b, 1, 1, 1).to(dev, dt)
+    out = torch.where(gamma != 1, ((out - lo) / rng).clamp_min(1e-4) ** gamma * rng + lo, out)
+    factor = torch.where(_chance(b, 0.5, g), 1 + _uniform(b, -0.1, 0.1, g), torch.ones(b)).view(b, 1, 1, 1)
+    out = out * factor.to(dev, dt)
+    std = torch.where(_chance(b, 0.3, g), _uniform(b, 0.0, 0.03, g), torch.zeros(b)).view(b, 1, 1, 1)
+    out = out + torch.randn(out.shape, generator=g).to(dev, dt) * std.to(dev, dt)
+    if c == 3:
+        shuffle = _chance(b, 0.3, g)
+        orders = torch.stack([torch.randperm(3, generator=g) if s else torch.arange(3) for s in shuffle.tolist()])
+        out = torch.gather(out, 1, orders.to(dev).view(b, 3, 1, 1).expand_as(out))
+    return out.clamp(0.0, 1.0), moved.to(label.dtype)
+
+
 #: the transforms :class:`EOTDefense` draws from by default
-EOT_TRANSFORMS: tuple[str, ...] = ("identity", "jpeg", "gaussian_blur", "median", "downsample_upsample", "grayscale")
+EOT_TRANSFORMS: tuple[str, ...] = (
+    "identity", "jpeg", "gaussian_blur", "median", "downsample_upsample", "grayscale", "augment"
+)
 
 
 class EOTDefense(nn.Module):
     """Expectation over transformations of the exploiter's countermeasures: each image of a batch goes through one
     transform drawn uniformly from ``transforms`` -- ``identity`` (so the undefended shortcut is kept),
     ``jpeg`` (:class:`DiffJPEG` at a quality drawn from ``jpeg_qualities``), ``gaussian_blur`` (sigma drawn in
-    ``blur_sigma``), ``median``, ``downsample_upsample``, ``grayscale`` (RGB only; identity for grey) -- all
-    differentiable, all keeping the image's size, so the label needs no change.
+    ``blur_sigma``), ``median``, ``downsample_upsample``, ``grayscale`` (RGB only; identity for grey),
+    ``augment`` (:func:`augment_batch`) -- all differentiable and keeping the image's size. ``augment`` moves the
+    image, so its label must move with it: call ``defense(x, label)``, which returns ``(x', label')`` (the label is
+    unchanged for every other transform); ``defense(x)`` returns ``x'`` and is refused when ``augment`` is drawable.
 
     Args:
         transforms: names from :data:`EOT_TRANSFORMS`.
@@ -163,6 +236,9 @@ class EOTDefense(nn.Module):
         blur_sigma: ``(low, high)`` of the uniform blur sigma.
         generator: random source (``None``: the global one).
     """
+
+    #: called with the labels too (``augment`` moves them), see :func:`monai_umed.engines.countermeasure_view`
+    moves_labels = True
 
     def __init__(
         self,
@@ -196,16 +272,25 @@ class EOTDefense(nn.Module):
             return median_batch(x)
         if name == "downsample_upsample":
             return resample_batch(x)
+        if name == "augment":
+            raise ValueError("augment moves the image: apply it with its label, augment_batch(x, label).")
         return grayscale_batch(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 4:
             raise ValueError(f"EOTDefense works on 2D image batches [B, C, H, W], got {tuple(x.shape)}.")
+        if label is None and "augment" in self.transforms:
+            raise ValueError("EOTDefense with 'augment' moves the images: call it as defense(images, labels).")
         choice = (self._rand(x.shape[0]) * len(self.transforms)).long().clamp(max=len(self.transforms) - 1)
-        out = x
+        out, moved = x, label
         for k, name in enumerate(self.transforms):
-            idx = torch.nonzero(choice == k).flatten()
+            idx = torch.nonzero(choice == k).flatten().to(x.device)
             if name == "identity" or idx.numel() == 0:
                 continue
-            out = out.index_copy(0, idx.to(x.device), self.apply(name, x[idx.to(x.device)]))
-        return out
+            if name == "augment":
+                aug, lab = augment_batch(x[idx], label[idx], self.generator)
+                out = out.index_copy(0, idx, aug)
+                moved = moved.index_copy(0, idx, lab)
+            else:
+                out = out.index_copy(0, idx, self.apply(name, x[idx]))
+        return out if label is None else (out, moved)

@@ -3,6 +3,7 @@
 
 from monai_umed.engines.trainer import (
     GeneratorState,
+    countermeasure_view,
     UMedKeys,
     UMedPhase,
     UMedTrainer,

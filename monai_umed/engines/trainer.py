@@ -20,6 +20,7 @@ Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_
 
 __all__ = [
     "GeneratorState",
+    "countermeasure_view",
     "UMedKeys",
     "UMedPhase",
     "UMedTrainer",
@@ -117,6 +118,17 @@ def umed_prepare_batch(
     )
 
 
+def countermeasure_view(
+    transform: Callable, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` as a countermeasure ``transform`` leaves them: a transform with ``moves_labels = True``
+    (e.g. :class:`monai_umed.defenses.EOTDefense`, whose ``augment`` moves the image) is called as
+    ``transform(images, labels)`` and returns both; any other callable maps the images only."""
+    if getattr(transform, "moves_labels", False):
+        return transform(images, labels)
+    return transform(images), labels
+
+
 class GeneratorState:
     """A ``torch.Generator`` as a checkpointable object (``state_dict`` / ``load_state_dict``, as ignite's
     ``Checkpoint`` and MONAI's ``CheckpointSaver`` / ``CheckpointLoader`` expect).
@@ -185,7 +197,8 @@ class UMedTrainer(Trainer):
         generator_transform: optional differentiable transform between the protected batch and the surrogate in the
             generator phases (e.g. :class:`monai_umed.defenses.EOTDefense`): the generators then minimise the
             surrogate's loss on what the exploiter's countermeasures leave of the protected image. The perturbation
-            and its bounds are unchanged.
+            and its bounds are unchanged. A transform that moves the image declares ``moves_labels = True`` and is
+            called with the labels too (:func:`countermeasure_view`).
         surrogate_transform: optional transform of the protected batch before the surrogate in the surrogate phases
             (no gradient), e.g. the same :class:`monai_umed.defenses.EOTDefense`: the surrogate then learns from the
             exploiter's view of the protected data (what a defended exploiter trains on). ``None``: the surrogate
@@ -376,9 +389,11 @@ class UMedTrainer(Trainer):
                 protected, delta_c, delta_t = engine.perturbator(image, band, texture, interior)
             seen = protected.float()
             if engine.generator_transform is not None:  # the exploiter's countermeasures, differentiably (EOT)
-                seen = engine.generator_transform(seen)
+                seen, seen_label = countermeasure_view(engine.generator_transform, seen, label)
+            else:
+                seen_label = label
             # the frozen surrogate outside its DDP wrapper: it is not updated in this phase
-            loss = self._loss(engine, seen, label, unwrap(engine.surrogate))
+            loss = self._loss(engine, seen, seen_label, unwrap(engine.surrogate))
             engine.g_scaler.scale(loss).backward()
             engine.g_scaler.step(engine.g_optimizer)
             engine.g_scaler.update()
@@ -389,11 +404,11 @@ class UMedTrainer(Trainer):
             engine.surrogate.train()
             with torch.no_grad(), torch.autocast("cuda", enabled=engine.amp, **engine.amp_kwargs):
                 protected, delta_c, delta_t = unwrap(engine.perturbator)(image, band, texture, interior)
-                seen = protected.float()
+                seen, seen_label = protected.float(), label
                 if engine.surrogate_transform is not None:  # the exploiter's view of the protected batch
-                    seen = engine.surrogate_transform(seen)
+                    seen, seen_label = countermeasure_view(engine.surrogate_transform, seen, label)
             engine.s_optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(engine, seen.detach(), label)
+            loss = self._loss(engine, seen.detach(), seen_label)
             if engine.stop_ratio is not None:
                 with torch.no_grad():
                     self._phase_losses["clean"].append(self._loss(engine, image, label, unwrap(engine.surrogate)).item())

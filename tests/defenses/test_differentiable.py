@@ -14,6 +14,7 @@ from monai_umed.defenses import (
     JPEGDefense,
     MedianDefense,
     ResampleDefense,
+    augment_batch,
     gaussian_blur_batch,
     median_batch,
     resample_batch,
@@ -54,13 +55,49 @@ def test_batch_defenses_equal_the_exploiters_transforms():
     torch.testing.assert_close(resample_batch(x[None])[0], ResampleDefense()(x))
 
 
+def _disc_labels(n: int, h: int = 48, w: int = 48) -> torch.Tensor:
+    """``[n, 1, h, w]`` discs off the centre (so that flips and rotations move them)."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return ((yy - h // 3) ** 2 + (xx - w // 4) ** 2 < (h // 5) ** 2).float().expand(n, 1, h, w).clone()
+
+
+def test_augment_moves_the_label_with_the_image():
+    """The spatial transform is one grid for both: an image that *is* its label stays its label after augment_batch
+    (up to interpolation at the edge and the intensity changes, which keep 0 and 1 apart), and the labels moved."""
+    label = _disc_labels(16)
+    image = label.expand(16, 3, 48, 48).clone()
+    out, moved = augment_batch(image, label, torch.Generator().manual_seed(0))
+    assert out.shape == image.shape and moved.shape == label.shape and moved.dtype == label.dtype
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    assert set(torch.unique(moved).tolist()) <= {0.0, 1.0}
+    agree = ((out.mean(1, keepdim=True) > 0.5).float() == moved).float().mean()
+    assert float(agree) > 0.97
+    moved_count = sum(not torch.equal(moved[i], label[i]) for i in range(16))
+    assert moved_count >= 8  # flips (0.5 per axis) and affine (0.5): most of 16 draws move the disc
+    changed = sum(not torch.allclose(out[i], image[i]) for i in range(16))
+    assert changed >= 14
+
+
+def test_augment_is_seeded_differentiable_and_checks_shapes():
+    x = torch.stack([_image(1, 32, 32)] * 8).requires_grad_(True)
+    label = _disc_labels(8, 32, 32)
+    a, la = augment_batch(x, label, torch.Generator().manual_seed(3))
+    b, lb = augment_batch(x, label, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and torch.equal(la, lb)
+    (a * torch.linspace(0, 1, 32)).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="same grid"):
+        augment_batch(x, label[:, :, :16])
+
+
 def test_eot_draws_per_image_and_is_seeded():
     x = torch.stack([_image(3, 32, 32)] * 6).requires_grad_(True)
+    label = _disc_labels(6, 32, 32)
     same = EOTDefense(transforms=("identity",))(x)
     assert torch.equal(same, x)
-    a = EOTDefense(generator=torch.Generator().manual_seed(1))(x)
-    b = EOTDefense(generator=torch.Generator().manual_seed(1))(x)
-    assert torch.equal(a, b) and a.shape == x.shape
+    a, la = EOTDefense(generator=torch.Generator().manual_seed(1))(x, label)
+    b, lb = EOTDefense(generator=torch.Generator().manual_seed(1))(x, label)
+    assert torch.equal(a, b) and torch.equal(la, lb) and a.shape == x.shape
     changed = [not torch.equal(a[i], x[i]) for i in range(6)]
     assert any(changed)  # images go through different transforms
     a.sum().backward()
@@ -69,3 +106,9 @@ def test_eot_draws_per_image_and_is_seeded():
         EOTDefense(transforms=("jpeg", "sharpen"))
     with pytest.raises(ValueError, match="2D image batches"):
         EOTDefense()(torch.rand(1, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match="call it as defense"):
+        EOTDefense()(x)  # augment is drawable: the labels must come along
+    only_aug, moved = EOTDefense(transforms=("augment",), generator=torch.Generator().manual_seed(0))(x, label)
+    assert any(not torch.equal(moved[i], label[i]) for i in range(6))
+    kept, same_label = EOTDefense(transforms=("jpeg", "median"))(x, label)
+    assert torch.equal(same_label, label)

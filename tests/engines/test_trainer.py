@@ -267,3 +267,38 @@ def test_surrogate_transform_gives_the_surrogate_the_exploiters_view(tiny_data):
     erased.surrogate_transform = lambda x: x * 0.0
     erased.run()
     assert not torch.equal(_flat(surrogate_plain), _flat(surrogate_erased))
+
+
+class _LabelView:
+    """A countermeasure that moves the labels (``moves_labels``): records the labels it gets and returns the images
+    unchanged with ``labels_out(labels)``."""
+
+    moves_labels = True
+
+    def __init__(self, labels_out):
+        self.labels_out, self.seen = labels_out, []
+
+    def __call__(self, x, labels):
+        self.seen.append(labels.clone())
+        return x, self.labels_out(labels)
+
+
+def test_a_countermeasure_that_moves_the_labels_gets_and_returns_them(tiny_data):
+    """A transform with ``moves_labels = True`` (``EOTDefense`` with ``augment``) is called with the batch labels in
+    both phases, and the labels it returns are what the loss uses: returning the labels as they are trains exactly
+    like no transform; returning them inverted trains the generators differently."""
+    torch.manual_seed(0)
+    plain, pert_plain, _ = _make_trainer(tiny_data, steps=4, phase_steps=2, generator_epochs=1)
+    plain.run()
+    torch.manual_seed(0)
+    same, pert_same, _ = _make_trainer(tiny_data, steps=4, phase_steps=2, generator_epochs=1)
+    view = _LabelView(lambda y: y)
+    same.generator_transform = same.surrogate_transform = view
+    same.run()
+    assert len(view.seen) == 4 and all(set(torch.unique(y).tolist()) <= {0.0, 1.0} for y in view.seen)
+    assert torch.equal(_flat(pert_plain), _flat(pert_same))
+    torch.manual_seed(0)
+    inverted, pert_inv, _ = _make_trainer(tiny_data, steps=4, phase_steps=2, generator_epochs=1)
+    inverted.generator_transform = _LabelView(lambda y: 1 - y)
+    inverted.run()
+    assert not torch.equal(_flat(pert_plain), _flat(pert_inv))
