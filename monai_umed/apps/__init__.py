@@ -34,9 +34,12 @@ from monai_umed.apps.exploit import (
 from monai_umed.apps.verify import (
     MIN_REFERENCE_DSC,
     VERIFICATION_KEYS,
+    RESOLUTION_RATIO,
     VERIFY_EXPLOITER_KWARGS,
     WEAK_RATIO,
+    native_image_size,
     protection_verdict,
+    resolution_caveat,
     report_verification,
     DEFENSE_LABELS,
     defense_verdict,

@@ -38,6 +38,9 @@ from monai_umed.utils import ProtectionCheckFailed, UserInputError, atomic_write
 
 __all__ = [
     "VERIFY_EXPLOITER_KWARGS",
+    "RESOLUTION_RATIO",
+    "native_image_size",
+    "resolution_caveat",
     "VERIFICATION_KEYS",
     "WEAK_RATIO",
     "MIN_REFERENCE_DSC",
@@ -71,6 +74,9 @@ DEFENSE_LABELS: dict[str, str] = {
 #: Below this clean (reference) DSC the verification is inconclusive: the exploiter did not learn the task even
 #: from clean data, so a low protected DSC proves nothing.
 MIN_REFERENCE_DSC = 0.5
+#: Files whose smaller side exceeds the verification exploiter's size by more than this factor get a resolution
+#: caveat: the perturbation is learnt (or not) on the grid the exploiter trains on, and the check tried one grid.
+RESOLUTION_RATIO = 1.5
 #: Keys of the dict returned by :func:`verify_protection` (the manifest's ``"verification"`` entry).
 VERIFICATION_KEYS: tuple[str, ...] = (
     "protected_dsc",
@@ -308,6 +314,54 @@ def verify_defenses(defenses: Any, spatial_dims: int = 2) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- verification
+def native_image_size(items: Sequence[Mapping], limit: int = 20) -> tuple[int, int] | None:
+    """The median ``(H, W)`` of the image files of up to ``limit`` entries (evenly spaced), from the headers where
+    the format allows (PIL opens lazily); ``None`` for volumes or when no entry has an existing image file."""
+    from PIL import Image
+
+    from monai_umed.data.io import read_raw
+
+    picks = list(items)[:: max(1, math.ceil(len(items) / max(1, limit)))]
+    sizes = []
+    for item in picks:
+        paths = image_paths(item.get("image")) if item.get("image") else []
+        if not paths:
+            continue
+        path = Path(paths[0])
+        if not path.is_file():  # the verification's own runs report missing files; the size is then unknown
+            continue
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except Exception:  # not a raster file (NIfTI, NRRD, MetaImage): read it
+            raw = read_raw(path)
+            if raw.spatial_ndim != 2:
+                return None
+            h, w = raw.array.shape[:2]
+        sizes.append((h, w))
+    if not sizes:
+        return None
+    return int(np.median([s[0] for s in sizes])), int(np.median([s[1] for s in sizes]))
+
+
+def resolution_caveat(image_size: int, native: tuple[int, int] | None) -> str | None:
+    """The warning for a verification run at ``image_size`` on files of ``native`` size, or ``None`` when the
+    files' smaller side is within :data:`RESOLUTION_RATIO` of it (or the size is unknown).
+
+    A perturbation is learnt on the grid the exploiter trains on: the same protected files can fool an exploiter
+    that resizes them to the protect job's size and not one that trains at the files' own size (or the reverse), so
+    a check at one size says nothing about the other (docs/DESIGN.md, "Exploiter resolution")."""
+    if native is None or min(native) <= RESOLUTION_RATIO * int(image_size):
+        return None
+    size = max(16, int(min(native)) // 16 * 16)
+    return (
+        f"The verification exploiter trained at {int(image_size)}x{int(image_size)}, but the files are about "
+        f"{native[0]}x{native[1]}: an exploiter that trains at the files' own size meets the perturbation on another "
+        f"grid and may learn more from them. Before release, verify at that size too (--verify_image_size {size}, or "
+        f"train_exploiter --image_size {size})."
+    )
+
+
 def verify_protection(
     dataset_dir: str | os.PathLike | None,
     datalist_items: Sequence[dict],
@@ -369,11 +423,13 @@ def verify_protection(
     Returns:
         ``{"protected_dsc", "clean_dsc", "protected_dsc_best", "clean_dsc_best", "exploiter", "exploiter_kwargs",
         "n_train", "n_test", "steps", "max_epochs", "image_size", "seconds", "protected", "message", "seed",
-        "fold", "conclusive", "protected_metrics", "clean_metrics"}``: ``steps`` is the number of optimisation
+        "fold", "conclusive", "protected_metrics", "clean_metrics", "defenses", "native_size",
+        "resolution_caveat"}``: ``steps`` is the number of optimisation
         steps of one run (``max_epochs * ceil(n_train / batch_size)``), ``seconds`` the wall time of both runs,
         ``protected`` / ``message`` the verdict of :func:`protection_verdict`, ``fold`` the names of the held-out
         cases, ``conclusive`` whether the clean reference reached :data:`MIN_REFERENCE_DSC`, ``*_metrics`` the
-        paths of the runs' ``metrics.json``.
+        paths of the runs' ``metrics.json``, ``native_size`` the files' median ``[H, W]`` (:func:`native_image_size`;
+        ``None`` for volumes) and ``resolution_caveat`` the warning of :func:`resolution_caveat` (or ``None``).
 
     Raises:
         UserInputError: a dataset too small for the fold, a missing protected file, or an invalid setting.
@@ -437,6 +493,7 @@ def verify_protection(
         defended[str(defense)] = {"dsc": d["dsc"], "dsc_best": d.get("dsc_best", d["dsc"]), "protected": ok,
                                   "message": msg, "metrics": str(work / f"protected_{defense}" / "metrics.json")}
     n_train = int(p.get("n_train", len(train_items)))
+    native = native_image_size(train_items)
     return {
         "protected_dsc": protected_dsc,
         "clean_dsc": clean_dsc,
@@ -458,6 +515,8 @@ def verify_protection(
         "protected_metrics": str(work / "protected" / "metrics.json"),
         "clean_metrics": str(work / "clean" / "metrics.json"),
         "defenses": defended,
+        "native_size": None if native is None else list(native),
+        "resolution_caveat": resolution_caveat(int(image_size), native),
     }
 
 
@@ -470,7 +529,8 @@ def report_verification(
     ``manifest.json`` is read, given a ``"verification"`` entry (``result``; a previous entry is replaced) and
     written back atomically (:func:`monai_umed.utils.atomic_write_json`). One summary line gives the protected and
     clean DSC (final and best) and the image counts; when the protection is weak (``result["protected"]`` is
-    false) a WARNING says so in plain words (``result["message"]``).
+    false) a WARNING says so in plain words (``result["message"]``); another WARNING gives the
+    ``resolution_caveat`` when the files are much larger than the size the exploiter trained at.
 
     Args:
         result: the dict returned by :func:`verify_protection` (every key of :data:`VERIFICATION_KEYS`).
@@ -526,6 +586,8 @@ def report_verification(
         logger.warning("%s", result["message"])
     for entry in (result.get("defenses") or {}).values():
         (logger.info if entry["protected"] else logger.warning)("%s", entry["message"])
+    if result.get("resolution_caveat"):
+        logger.warning("%s", result["resolution_caveat"])
     if require_dsc is not None:
         limit = float(require_dsc)
         got = result["protected_dsc"]

@@ -350,3 +350,35 @@ def test_defended_runs_are_recorded_and_reported(tmp_path, monkeypatch, verify_l
     report_verification(result, _manifest(tmp_path))
     warnings = [r.getMessage() for r in verify_log.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("THE DATA IS NOT PROTECTED AGAINST JPEG COMPRESSION")
+
+
+# ------------------------------------------------------------------------------------------------- resolution
+def test_native_size_and_resolution_caveat(tmp_path, runs, verify_log):
+    """The files' median size is read from their headers; a verification at a size well below it ends with a
+    WARNING naming the size to verify at, and none when the sizes agree (the runs above: 32-pixel files at 32)."""
+    from monai_umed.apps import native_image_size, resolution_caveat
+
+    for i, (h, w) in enumerate([(224, 200), (230, 210), (220, 190)]):
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(tmp_path / f"img_{i}.png")
+    items = [{"image": str(tmp_path / f"img_{i}.png")} for i in range(3)]
+    assert native_image_size(items) == (224, 200)
+    assert resolution_caveat(96, (224, 200)).startswith("The verification exploiter trained at 96x96, but the files are about 224x200")
+    assert "--verify_image_size 192" in resolution_caveat(96, (224, 200))
+    assert resolution_caveat(160, (224, 200)) is None and resolution_caveat(96, None) is None
+
+    output, result = runs["shortcut"]
+    assert result["native_size"] == [32, 32] and result["resolution_caveat"] is None
+    flagged = dict(result, native_size=[224, 224], resolution_caveat=resolution_caveat(32, (224, 224)))
+    report_verification(flagged, _manifest(output))
+    warnings = [r.getMessage() for r in verify_log.records if r.levelno == logging.WARNING]
+    assert warnings == [flagged["resolution_caveat"]]
+    assert json.loads((output / "manifest.json").read_text())["verification"]["native_size"] == [224, 224]
+
+
+def test_native_size_is_none_for_volumes(tmp_path):
+    import nibabel as nib
+
+    from monai_umed.apps import native_image_size
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 9, 10), np.int16), np.eye(4)), str(tmp_path / "v.nii.gz"))
+    assert native_image_size([{"image": str(tmp_path / "v.nii.gz")}]) is None
