@@ -150,19 +150,19 @@ _FLAG_WORDS = ("true", "yes", "y", "on", "false", "no", "n", "off", "none", "nul
 
 
 def robust_countermeasures(robust: Any) -> list[str] | None:
-    """The countermeasures ``--robust`` asks for: ``true`` -> every one of
-    :data:`monai_umed.defenses.EOT_TRANSFORMS`, ``false`` -> ``None``, or a comma list of their names (e.g.
-    ``identity,jpeg``: half of the draws go through JPEG).
+    """The countermeasures ``--robust`` asks for: ``true`` -> :data:`monai_umed.defenses.ROBUST_DEFAULT` (every
+    countermeasure but ``augment``), ``false`` -> ``None``, or a comma list of names from
+    :data:`monai_umed.defenses.EOT_TRANSFORMS` (e.g. ``identity,jpeg``: half of the draws go through JPEG).
 
     Raises:
         UserInputError: a name that is not a countermeasure.
     """
-    from monai_umed.defenses import EOT_TRANSFORMS
+    from monai_umed.defenses import EOT_TRANSFORMS, ROBUST_DEFAULT
 
     if isinstance(robust, (list, tuple)):
         names = [str(n).strip().lower() for n in robust]
     elif robust is None or isinstance(robust, (bool, int)) or str(robust).strip().lower() in _FLAG_WORDS:
-        return list(EOT_TRANSFORMS) if as_bool(robust, "robust") else None
+        return list(ROBUST_DEFAULT) if as_bool(robust, "robust") else None
     else:
         names = [n.strip().lower() for n in str(robust).split(",") if n.strip()]
     bad = [n for n in names if n not in EOT_TRANSFORMS]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from .adversarial import AdversarialPrepareBatch, pgd_linf
 from .differentiable import (
     EOT_TRANSFORMS,
+    ROBUST_DEFAULT,
     DiffJPEG,
     EOTDefense,
     augment_batch,
@@ -36,6 +37,7 @@ from .transforms import (
 
 __all__ = [
     "EOT_TRANSFORMS",
+    "ROBUST_DEFAULT",
     "DiffJPEG",
     "EOTDefense",
     "augment_batch",

@@ -156,10 +156,12 @@ def test_robust_countermeasures():
     """``--robust``: a flag (every countermeasure, or none) or a comma list of countermeasures; anything else is one
     clear error. The transform draws only from the named countermeasures."""
     from monai_umed.apps import robust_countermeasures, robust_transform
-    from monai_umed.defenses import EOT_TRANSFORMS
+    from monai_umed.defenses import EOT_TRANSFORMS, ROBUST_DEFAULT
     from monai_umed.utils import UserInputError
 
-    assert robust_countermeasures("true") == list(EOT_TRANSFORMS) and robust_countermeasures(True) == list(EOT_TRANSFORMS)
+    assert robust_countermeasures("true") == list(ROBUST_DEFAULT) and robust_countermeasures(True) == list(ROBUST_DEFAULT)
+    assert set(EOT_TRANSFORMS) - set(ROBUST_DEFAULT) == {"augment"}
+    assert robust_countermeasures("identity,augment") == ["identity", "augment"]
     assert robust_countermeasures("false") is None and robust_countermeasures(None) is None
     assert robust_countermeasures("identity, JPEG") == ["identity", "jpeg"] == robust_countermeasures(["identity", "jpeg"])
     assert robust_transform("identity,jpeg").transforms == ("identity", "jpeg")

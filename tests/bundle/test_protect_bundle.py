@@ -583,11 +583,16 @@ def test_protect_nrrd_volumes(tmp_path):
 def test_protect_robust_trains_through_the_countermeasures(tmp_path):
     """``--robust true``: the generators train through the differentiable countermeasures; the written files keep
     the same bounds; the setting is recorded."""
-    from monai_umed.defenses import EOT_TRANSFORMS
+    from monai_umed.defenses import ROBUST_DEFAULT
 
     data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=4)
     out = tmp_path / "out"
     _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
             "--robust", "true", "--verify", "false")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["settings"]["robust"] == list(EOT_TRANSFORMS) and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    assert manifest["settings"]["robust"] == list(ROBUST_DEFAULT) and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    # augment moves images and labels together through the same trainer
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "aug"), *STEPS,
+            "--robust", "identity,augment", "--verify", "false")
+    manifest = json.loads((tmp_path / "aug" / "manifest.json").read_text())
+    assert manifest["settings"]["robust"] == ["identity", "augment"] and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
