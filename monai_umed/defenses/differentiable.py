@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from monai_umed.defenses.transforms import LUMA_WEIGHTS, gaussian_kernel_1d
 
-__all__ = ["EOT_TRANSFORMS", "ROBUST_DEFAULT", "DiffJPEG", "EOTDefense", "augment_batch", "gaussian_blur_batch", "grayscale_batch", "median_batch",
-           "resample_batch", "ste_round"]
+__all__ = ["EOT_TRANSFORMS", "ROBUST_DEFAULT", "DiffJPEG", "EOTDefense", "augment_batch", "gaussian_blur_batch",
+           "grayscale_batch", "median_batch", "resample_batch", "ste_round"]
 
 #: the IJG (libjpeg) base quantisation tables, luminance and chrominance, row-major 8x8
 _Q_LUMA = [
@@ -280,7 +280,9 @@ class EOTDefense(nn.Module):
             raise ValueError("augment moves the image: apply it with its label, augment_batch(x, label).")
         return grayscale_batch(x)
 
-    def forward(self, x: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, label: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         if x.ndim != 4:
             raise ValueError(f"EOTDefense works on 2D image batches [B, C, H, W], got {tuple(x.shape)}.")
         if label is None and "augment" in self.transforms:
