@@ -215,11 +215,11 @@ def augment_batch(
     return out.clamp(0.0, 1.0), moved.to(label.dtype)
 
 
-#: the transforms :class:`EOTDefense` draws from by default
+#: every countermeasure :class:`EOTDefense` can draw
 EOT_TRANSFORMS: tuple[str, ...] = (
     "identity", "jpeg", "gaussian_blur", "median", "downsample_upsample", "grayscale", "augment"
 )
-#: what ``--robust true`` draws from: every countermeasure but ``augment``, which, added on BUSI, traded the
+#: what :class:`EOTDefense` and ``--robust true`` draw from by default: every countermeasure but ``augment``, which, added on BUSI, traded the
 #: undefended protection (0.09 -> 0.16 DSC) for a small gain under augmentation (0.40 -> 0.35; README, issue 13);
 #: name it in the list to draw it
 ROBUST_DEFAULT: tuple[str, ...] = ("identity", "jpeg", "gaussian_blur", "median", "downsample_upsample", "grayscale")
@@ -235,7 +235,7 @@ class EOTDefense(nn.Module):
     unchanged for every other transform); ``defense(x)`` returns ``x'`` and is refused when ``augment`` is drawable.
 
     Args:
-        transforms: names from :data:`EOT_TRANSFORMS`.
+        transforms: names from :data:`EOT_TRANSFORMS` (default :data:`ROBUST_DEFAULT`: all but ``augment``).
         jpeg_qualities: the JPEG qualities to draw from (the exploiter's 30 and ISS's 10 by default).
         blur_sigma: ``(low, high)`` of the uniform blur sigma.
         generator: random source (``None``: the global one).
@@ -246,7 +246,7 @@ class EOTDefense(nn.Module):
 
     def __init__(
         self,
-        transforms: Sequence[str] = EOT_TRANSFORMS,
+        transforms: Sequence[str] = ROBUST_DEFAULT,
         jpeg_qualities: Sequence[float] = (10, 30, 50),
         blur_sigma: tuple[float, float] = (0.5, 1.2),
         generator: torch.Generator | None = None,

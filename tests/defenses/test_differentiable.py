@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from monai_umed.defenses import (
+    EOT_TRANSFORMS,
     DiffJPEG,
     EOTDefense,
     GaussianBlurDefense,
@@ -106,8 +107,9 @@ def test_eot_draws_per_image_and_is_seeded():
         EOTDefense(transforms=("jpeg", "sharpen"))
     with pytest.raises(ValueError, match="2D image batches"):
         EOTDefense()(torch.rand(1, 1, 8, 8, 8))
+    assert EOTDefense()(x).shape == x.shape  # the default draws no augment: images alone are fine
     with pytest.raises(ValueError, match="call it as defense"):
-        EOTDefense()(x)  # augment is drawable: the labels must come along
+        EOTDefense(transforms=EOT_TRANSFORMS)(x)  # augment is drawable: the labels must come along
     only_aug, moved = EOTDefense(transforms=("augment",), generator=torch.Generator().manual_seed(0))(x, label)
     assert any(not torch.equal(moved[i], label[i]) for i in range(6))
     kept, same_label = EOTDefense(transforms=("jpeg", "median"))(x, label)
