@@ -462,24 +462,23 @@ def read_raw(path: PathLike) -> RawImage:
     return _read_itk(p) if is_itk(p) else _read_raster(p)
 
 
-def intensity_range(array: np.ndarray | torch.Tensor) -> tuple[float, float]:
+def intensity_range(array: np.ndarray | torch.Tensor, data_range: bool = False) -> tuple[float, float]:
     """The ``(lo, hi)`` that map ``array`` to the package's [0, 1] scale ``(x - lo) / (hi - lo)``.
 
-    * ``uint8`` -> ``(0, 255)``; ``uint16`` -> ``(0, 65535)``; ``bool`` -> ``(0, 1)`` (fixed, per dtype);
-    * other integer dtypes (``int8``, ``int16`` e.g. CT, ``int32`` TIFF ``"I"``, ``uint32``, ...) -> the
-      per-image ``(min, max)`` of the data, because such containers rarely use their full range (a 12-bit
-      CT stored as int16 would otherwise be squeezed into a few percent of [0, 1]);
-    * floating dtypes -> the per-image ``(min, max)``.
+    * ``uint8`` -> ``(0, 255)`` (fixed: 8-bit pictures use most of their range and 4/255 is then 4 grey levels),
+      unless ``data_range``; ``bool`` -> ``(0, 1)``;
+    * every other dtype -> the per-image ``(min, max)`` of the data: ``uint16`` (a 12-bit X-ray, CT or MR stored in
+      16 bits would otherwise get a bound of ``4/255 * 65535 = 1028`` levels, a quarter of its 0-4095 range),
+      ``int16`` (CT), ``int32`` (TIFF ``"I"``), ``uint32``, floats (NaN and infinities ignored).
 
-    For the per-image cases ``hi > lo`` is guaranteed: a constant image gives ``(v, v + 1)``.
+    epsilon is thus a fraction of what the image actually spans. For the per-image cases ``hi > lo`` is guaranteed:
+    a constant image gives ``(v, v + 1)``; :func:`from_unit` inverts the scale exactly for integer data.
     """
     a = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
     if a.dtype == np.bool_:
         return 0.0, 1.0
-    if a.dtype == np.uint8:
+    if a.dtype == np.uint8 and not data_range:
         return 0.0, 255.0
-    if a.dtype == np.uint16:
-        return 0.0, 65535.0
     if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
         raise TypeError(f"intensity_range: unsupported dtype {a.dtype}")
     if a.size == 0:
@@ -500,10 +499,11 @@ def value_range(values: np.ndarray, spatial_ndim: int = 2) -> tuple[Any, Any]:
     the trailing channel axis. epsilon is thus a fraction of each modality's range, as for channel files.
     """
     a = np.asarray(values)
-    if spatial_ndim == 3 and a.ndim == 4:
-        pairs = [intensity_range(a[..., c]) for c in range(a.shape[-1])]
+    volume = spatial_ndim == 3  # a volume's scale is its own data range, whatever its dtype (uint8 MR included)
+    if volume and a.ndim == 4:
+        pairs = [intensity_range(a[..., c], data_range=True) for c in range(a.shape[-1])]
         return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    return intensity_range(a)
+    return intensity_range(a, data_range=volume)
 
 
 def _unit_source(raw: RawImage) -> tuple[np.ndarray, np.ndarray | None]:

@@ -87,8 +87,9 @@ def test_written_files_keep_guarantees(mixed_dataset: Path, tmp_path: Path):
         orig = np.asarray(Image.open(src)).astype(np.int64)
         prot = np.asarray(Image.open(dst)).astype(np.int64)
         assert orig.shape == prot.shape, "native resolution and channel count are kept"
-        hi = 65535 if orig.max() > 255 else 255
-        bound = int(np.floor(EPS * hi + 1e-6))
+        # 8-bit: the dtype's range; 16-bit: the image's own (min, max)
+        lo, hi = (int(orig.min()), int(orig.max())) if orig.max() > 255 else (0, 255)
+        bound = int(np.floor(EPS * (hi - lo) + 1e-6))
         diff = np.abs(prot - orig)
         assert diff.max() <= bound, f"{dst}: l-inf {diff.max()} > {bound}"
         assert diff.max() > 0, "a saturated generator must change some pixels"

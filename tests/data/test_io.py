@@ -23,6 +23,7 @@ from monai_umed.data.io import (
     MaskValueError,
     from_unit,
     intensity_range,
+    value_range,
     is_nifti,
     mask_to_labels,
     output_mode,
@@ -152,8 +153,9 @@ def test_unit_round_trip_exact(tmp_path, kind):
 
 
 def test_unit_scale_values(tmp_path):
-    p, a = _write(tmp_path, "png_I16")
-    np.testing.assert_allclose(to_unit(read_raw(p))[0], a / 65535.0, atol=1e-7)
+    p, a = _write(tmp_path, "png_I16")  # 16-bit: the image's own range (a 12-bit image in 16 bits is not squeezed)
+    lo, hi = float(a.min()), float(a.max())
+    np.testing.assert_allclose(to_unit(read_raw(p))[0], (a - lo) / (hi - lo), atol=1e-7)
     p, a = _write(tmp_path, "png_RGB")
     np.testing.assert_allclose(to_unit(read_raw(p)), np.moveaxis(a, -1, 0) / 255.0, atol=1e-7)
 
@@ -195,7 +197,8 @@ def test_from_unit_rounds_and_clips(tmp_path):
     "array, expected",
     [
         (np.array([3, 9], np.uint8), (0.0, 255.0)),
-        (np.array([3, 9], np.uint16), (0.0, 65535.0)),
+        (np.array([3, 9], np.uint16), (3.0, 9.0)),
+        (np.array([0, 4095], np.uint16), (0.0, 4095.0)),
         (np.array([True, False]), (0.0, 1.0)),
         (np.array([-100, 900], np.int16), (-100.0, 900.0)),
         (np.array([5, 9], np.int32), (5.0, 9.0)),
@@ -207,6 +210,17 @@ def test_from_unit_rounds_and_clips(tmp_path):
 def test_intensity_range(array, expected):
     assert intensity_range(array) == expected
     assert intensity_range(torch.as_tensor(array)) == expected
+
+
+def test_volumes_use_their_own_range_whatever_the_dtype():
+    """An 8-bit MR volume spanning 0-139 (MSD hippocampus) is scaled by 139, not 255: epsilon is a fraction of each
+    case's range; a 2D 8-bit picture keeps 0-255 (4/255 = 4 grey levels)."""
+    vol = np.zeros((4, 5, 6), np.uint8)
+    vol[1, 2, 3] = 139
+    assert value_range(vol, spatial_ndim=3) == (0.0, 139.0)
+    assert value_range(vol[0], spatial_ndim=2) == (0.0, 255.0)
+    lo, hi = value_range(np.stack([vol, vol // 2], -1), spatial_ndim=3)  # one range per modality
+    assert lo.tolist() == [0.0, 0.0] and hi.tolist() == [139.0, 69.0]
 
 
 def test_paths():

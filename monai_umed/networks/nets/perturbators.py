@@ -5,10 +5,10 @@ UMed's contour and texture perturbators G_c, G_t (Eq. 4-6, Fig. 2 of Lin et al.,
 Intensity scale: every tensor here is on the package's **[0, 1] scale** and ``epsilon`` (default ``4/255``) is an
 l-inf bound on that scale:
 
-* 8-bit images are divided by 255, so ``epsilon = 4/255`` is exactly 4 grey levels;
-* 16-bit images are divided by 65535, so ``4/255`` of the full range is ``4/255 * 65535 = 1028`` levels;
-* float images (e.g. NIfTI) are min-max scaled per image (``monai_umed.data.io.intensity_range``), so
-  ``epsilon`` is a fraction of *that image's* intensity range (``4/255`` ~ 1.57 % of ``max - min``).
+* 8-bit 2D images are divided by 255, so ``epsilon = 4/255`` is exactly 4 grey levels;
+* every other image (16-bit, int16 CT, float NIfTI, and every volume) is min-max scaled per image
+  (``monai_umed.data.io.intensity_range``), so ``epsilon`` is a fraction of *that image's* intensity range
+  (``4/255`` ~ 1.57 % of ``max - min``; a 12-bit image stored in 16 bits: 64 of its 4096 levels).
 
 Bounds: the paper clips (``Clip``) the generator output. Clipping a freshly initialised generator's O(1) output to
 ``+-epsilon`` (0.0157) is active almost everywhere, and an active clip passes no gradient, so the generators do not
