@@ -109,9 +109,30 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
     return False
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_folder(tmp: Path, path: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``path``; an existing ``path`` (an earlier output) is first renamed
+    aside and removed after, so that ``path`` is at every moment either the old folder, absent, or the new one."""
+    if path.exists():
+        old = temp_path(path)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], fsync: bool = True) -> Path:
     """Write a file so that a reader never sees it half-written: ``write(tmp)`` writes the temporary file of
     :func:`temp_path`, which is then flushed to disk (``fsync``) and renamed to ``path`` (``os.replace``).
+    ``write`` may instead create a folder at ``tmp`` (a DICOM series): it is renamed as a whole the same way.
 
     If ``write`` fails (an exception, Ctrl-C included) the temporary file is removed and ``path`` is left as
     it was. A full disk raises :class:`DiskFullError` naming ``path`` and the free space.
@@ -123,16 +144,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], fsync: b
     tmp = temp_path(path)
     try:
         write(tmp)
-        if fsync:
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        os.replace(tmp, path)
+        if tmp.is_dir():  # a folder (a DICOM series): its files, then the folder itself
+            if fsync:
+                for child in [*sorted(tmp.iterdir()), tmp]:
+                    _fsync(child)
+            _replace_folder(tmp, path)
+        else:
+            if fsync:
+                _fsync(tmp)
+            os.replace(tmp, path)
     except BaseException as exc:
         try:
-            tmp.unlink()
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
         except OSError:
             pass
         if isinstance(exc, Exception) and not isinstance(exc, UserInputError) and _disk_full(exc, path.parent):

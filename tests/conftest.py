@@ -112,3 +112,48 @@ def write_volumes(root: Path, n: int = 8, shape: tuple[int, int, int] = (20, 24,
 def volumes():
     """:func:`write_volumes`: a tiny 3D two-class dataset with its split."""
     return write_volumes
+
+
+def write_dicom_series(
+    folder: Path, volume: np.ndarray, slope: float = 1.0, intercept: float = -1024.0, spacing=(0.7, 0.8),
+    thickness: float = 2.5, series_uid: str | None = None, order: list[int] | None = None, **extra,
+) -> Path:
+    """One CT-like DICOM series (``volume``: ``(z, y, x)`` stored integers, int16 or uint16) as single-frame files
+    ``IM<n>.dcm`` in ``folder``, numbered in ``order`` (a permutation of the slices, so that a reader must sort by
+    position), explicit VR little endian; ``extra`` data elements are set on every file."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid()
+    order = order if order is not None else list(range(volume.shape[0]))
+    for k, plane in enumerate(volume):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1", series_uid
+        ds.PatientName, ds.PatientID, ds.Modality = "Test^Case", "P1", "CT"
+        ds.Rows, ds.Columns = plane.shape
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+        ds.PixelRepresentation = 1 if volume.dtype == np.int16 else 0
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-10.0, 5.0, 100.0 + k * thickness]
+        ds.PixelSpacing, ds.SliceThickness = list(spacing), thickness
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.InstanceNumber = k + 1
+        for key, value in extra.items():
+            setattr(ds, key, value)
+        ds.PixelData = np.ascontiguousarray(plane).tobytes()
+        ds.save_as(folder / f"IM{order[k]}.dcm", enforce_file_format=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def dicom_series():
+    """:func:`write_dicom_series`."""
+    return write_dicom_series

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -23,9 +24,11 @@ from PIL import Image
 
 from monai_umed.distributed import all_gather_objects, barrier, rank_and_world, shard
 from monai_umed.data import (
+    DICOM_FORMAT,
     LoadMaskd,
     RawImage,
     case_name,
+    folder_sha256,
     image_key,
     image_paths,
     label_paths,
@@ -34,6 +37,7 @@ from monai_umed.data import (
     read_raw,
     to_unit,
     value_range,
+    write_dicom_series,
 )
 from monai_umed.handlers.metrics import invisibility_metrics
 from monai_umed.protectors import Protector, UMedProtector
@@ -62,7 +66,9 @@ logger = logging.getLogger("monai_umed")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file."""
+    """SHA-256 hex digest of a file; of a folder (a DICOM series), :func:`~monai_umed.data.folder_sha256`."""
+    if os.path.isdir(path):
+        return folder_sha256(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -201,7 +207,7 @@ def _write_itk(stored: np.ndarray, raw: RawImage, tmp: Path) -> None:
     sitk.WriteImage(out, str(tmp), useCompression=True)
 
 
-_WRITERS = {"NIFTI": _write_nifti, "ITK": _write_itk}
+_WRITERS = {"NIFTI": _write_nifti, "ITK": _write_itk, DICOM_FORMAT: write_dicom_series}
 
 
 class ProtectedDatasetWriter:
@@ -323,7 +329,7 @@ class ProtectedDatasetWriter:
         return (
             [f.get("source") for f in files] == [str(p) for p in srcs]
             and [f.get("sha256_source") for f in files] == src_hashes
-            and all(d.is_file() and sha256_file(d) == f.get("sha256_output") for d, f in zip(dsts, files))
+            and all(d.exists() and sha256_file(d) == f.get("sha256_output") for d, f in zip(dsts, files))
             and all(Path(m["output"]).is_file() for m in old.get("masks", []))
             and [m["source"] for m in old.get("masks", [])] == label_paths(item["label"])
             and all(sha256_file(m["source"]) == m.get("sha256") for m in old.get("masks", []))
@@ -622,8 +628,11 @@ class ProtectedDatasetWriter:
     def _remove_stale_temporaries(self) -> None:
         """Remove temporary files that a killed run left in the output folders (they never hold a result)."""
         for folder in {self.output_dir, self.manifest_dir}:
-            for path in folder.rglob(".*"):
-                if path.is_file() and is_temp_path(path):
+            for path in list(folder.rglob(".*")):
+                if is_temp_path(path) and path.is_dir():  # a DICOM series being written
+                    logger.info("removing %s, a temporary folder left by an interrupted run", path)
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.is_file() and is_temp_path(path):
                     logger.info("removing %s, a temporary file left by an interrupted run", path)
                     path.unlink()
 
@@ -638,6 +647,7 @@ class ProtectedDatasetWriter:
             p.relative_to(self.output_dir).as_posix()
             for p in self.output_dir.rglob("*")
             if p.is_file() and p.name != OutputLock.NAME and p.resolve() not in keep
+            and p.parent.resolve() not in keep  # the slice files of a written DICOM series
         )
 
     @staticmethod

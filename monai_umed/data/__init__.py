@@ -36,6 +36,7 @@ from monai_umed.data.io import (
     is_itk,
     is_nifti,
     is_supported_image,
+    image_exists,
     mask_to_labels,
     output_mode,
     mask_values,
@@ -54,10 +55,16 @@ from monai_umed.data.io import (
     to_unit,
     unit_channels,
 )
+from monai_umed.data.dicom import DICOM_FORMAT, folder_sha256, is_dicom_series, read_dicom_series, write_dicom_series
 from monai_umed.data.synthetic import make_synthetic_dataset
 from monai_umed.data.validation import DatasetValidationError, ValidationReport, image_header, validate_datalist
 
 __all__ = [
+    "DICOM_FORMAT",
+    "folder_sha256",
+    "is_dicom_series",
+    "read_dicom_series",
+    "write_dicom_series",
     "ALPHA_MODES",
     "ITK_SUFFIXES",
     "BUSI_MASK_PATTERN",
@@ -90,6 +97,7 @@ __all__ = [
     "is_itk",
     "is_nifti",
     "is_supported_image",
+    "image_exists",
     "load_datalist",
     "make_synthetic_dataset",
     "mask_to_labels",

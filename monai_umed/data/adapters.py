@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_umed.utils import UserInputError
+from monai_umed.data.dicom import is_dicom_series
 from monai_umed.data.io import SUPPORTED_IMAGE_SUFFIXES, PathLike, image_key, image_paths, is_supported_image, stem_of
 
 __all__ = [
@@ -128,7 +129,8 @@ def _rel(path: str, root: str) -> str:
 
 
 def _listing(folder: str) -> list[str]:
-    """Regular, non-hidden files of ``folder`` (names; broken symbolic links included), natural order."""
+    """Regular, non-hidden files of ``folder`` and its DICOM series folders (names; broken symbolic links
+    included), natural order."""
     try:
         entries = list(os.scandir(folder))
     except OSError as exc:
@@ -140,7 +142,7 @@ def _listing(folder: str) -> list[str]:
         and e.name.lower() not in _JUNK_FILES
         # a broken symbolic link is listed too, so that validation names it instead of its partner file
         # being reported without a match
-        and (e.is_file() or (e.is_symlink() and not os.path.exists(e.path)))
+        and (e.is_file() or (e.is_symlink() and not os.path.exists(e.path)) or (e.is_dir() and is_dicom_series(e.path)))
     ]
     return sorted(names, key=_natural_key)
 
@@ -149,6 +151,9 @@ def _group_by_stem(folder: str, names: Iterable[str], kind: str, problems: list[
     groups: dict[str, list[str]] = defaultdict(list)
     for n in names:
         path = os.path.join(folder, n)
+        if os.path.isdir(path):  # a DICOM series folder (_listing): its name is the stem
+            groups[n].append(path)
+            continue
         if not is_supported_image(n):
             problems.append(
                 f"{path}: unsupported file type in the {kind} folder (supported: {', '.join(SUPPORTED_IMAGE_SUFFIXES)})"

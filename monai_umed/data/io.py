@@ -34,6 +34,7 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
 from PIL import Image, UnidentifiedImageError
 
+from monai_umed.data.dicom import dicom_voxel_count, is_dicom_series, read_dicom_series
 from monai_umed.utils import UserInputError
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "is_nifti",
     "is_itk",
     "is_supported_image",
+    "image_exists",
     "suffix_of",
     "stem_of",
     "label_paths",
@@ -128,7 +130,8 @@ class RawImage:
             ``int32``, ``"F"`` -> ``float32``); palette images keep their index array. NIfTI: the data array
             with singleton dimensions squeezed away, ``(H, W)``, in the dtype nibabel's ``dataobj`` gives
             (the on-disk dtype, or float when the header sets a scaling slope/intercept).
-        format: ``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``, ``"NIFTI"`` or ``"ITK"`` (``.nrrd`` / ``.mha`` through
+        format: ``"PNG"``, ``"JPEG"``, ``"TIFF"``, ``"BMP"``, ``"NIFTI"``, ``"DICOM"`` (a series folder,
+            :mod:`monai_umed.data.dicom`: ``(z, y, x)`` like SimpleITK) or ``"ITK"`` (``.nrrd`` / ``.mha`` through
             SimpleITK: the array in SimpleITK's reversed axis order, ``(z, y, x)``, singleton axes squeezed, vector
             pixels as a trailing channel axis; written back with the file's spacing, origin, direction, metadata
             and pixel type).
@@ -140,8 +143,12 @@ class RawImage:
         info: PIL's ``Image.info`` (dpi, ICC profile, ...) for writing a faithful copy; empty for NIfTI.
         converted: for palette images only, the ``(H, W, 3)`` RGB array from ``Image.convert("RGB")``
             that :func:`to_unit` uses.
-        slope, inter: NIfTI scaling (``scl_slope``, ``scl_inter``): :attr:`array` holds the values a reader gets,
-            ``stored * slope + inter``; ``1.0`` and ``0.0`` when the file is not scaled (and for raster files).
+        slope, inter: NIfTI scaling (``scl_slope``, ``scl_inter``; DICOM ``RescaleSlope``, ``RescaleIntercept``):
+            :attr:`array` holds the values a reader gets, ``stored * slope + inter``; ``1.0`` and ``0.0`` when the
+            file is not scaled (and for raster files).
+        spatial_ndim: 2 for an image, 3 for a volume.
+        files: a DICOM series (format ``"DICOM"``, :attr:`path` its folder): the slice files in array order.
+        stored_array: a scaled DICOM series: the stored integers, ``(z, y, x)`` (what :meth:`stored` gives).
     """
 
     array: np.ndarray
@@ -156,6 +163,8 @@ class RawImage:
     slope: float = 1.0
     inter: float = 0.0
     spatial_ndim: int = 2
+    files: tuple[str, ...] = ()
+    stored_array: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.native_shape:
@@ -181,6 +190,8 @@ class RawImage:
         an unscaled file, else the raw NIfTI data (``dataobj.get_unscaled()``) in the on-disk dtype."""
         if not self.scaled:
             return self.array
+        if self.stored_array is not None:
+            return self.stored_array
         import nibabel as nib
 
         return _native_byteorder(np.asarray(np.squeeze(nib.load(self.path).dataobj.get_unscaled())))
@@ -213,6 +224,11 @@ def is_nifti(path: PathLike) -> bool:
 def is_itk(path: PathLike) -> bool:
     """Whether ``path`` names a single-file ITK image (``.nrrd``, ``.mha``; read with SimpleITK)."""
     return suffix_of(path) in ITK_SUFFIXES
+
+
+def image_exists(path: PathLike) -> bool:
+    """Whether ``path`` is an image to read: a regular file, or a folder holding a DICOM series."""
+    return os.path.isfile(path) or is_dicom_series(path)
 
 
 def is_supported_image(path: PathLike) -> bool:
@@ -285,6 +301,8 @@ def voxel_count(path: PathLike) -> int:
     """Number of values in an image file (all channels), from its header where the format has one (NIfTI, NRRD,
     MetaImage), else by decoding it; to size caches without loading data."""
     p = os.fspath(path)
+    if os.path.isdir(p) and is_dicom_series(p):
+        return dicom_voxel_count(p)
     if is_nifti(p):
         import nibabel as nib
 
@@ -317,12 +335,15 @@ def protected_name(path: PathLike) -> str:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_dir() and is_dicom_series(path):
+        return
     if not path.exists():
         if path.is_symlink():
             raise ImageReadError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)")
         raise ImageReadError(path, "file not found")
     if not path.is_file():
-        raise ImageReadError(path, "not a regular file")
+        raise ImageReadError(path, "not a regular file" + (" (a folder is read as an image only when it holds a DICOM "
+                                                           "series)" if path.is_dir() else ""))
     if path.stat().st_size == 0:
         raise ImageReadError(path, "file is empty (0 bytes)")
     if not is_supported_image(path):
@@ -443,10 +464,11 @@ def _read_raster(path: Path) -> RawImage:
 
 
 def read_raw(path: PathLike) -> RawImage:
-    """Read one image file (2D, or a 3D NIfTI / NRRD / MetaImage volume) in its native dtype and layout.
+    """Read one image file (2D, or a 3D NIfTI / NRRD / MetaImage volume, or a DICOM series folder) in its native
+    dtype and layout.
 
     Args:
-        path: a file with one of :data:`SUPPORTED_IMAGE_SUFFIXES`.
+        path: a file with one of :data:`SUPPORTED_IMAGE_SUFFIXES`, or a folder of DICOM files (one series).
 
     Returns:
         a :class:`RawImage`; see its attributes for the array layout.
@@ -457,6 +479,8 @@ def read_raw(path: PathLike) -> RawImage:
     """
     p = Path(path)
     _check_file(p)
+    if p.is_dir():
+        return read_dicom_series(p)
     if is_nifti(p):
         return _read_nifti(p)
     return _read_itk(p) if is_itk(p) else _read_raster(p)

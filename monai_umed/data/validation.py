@@ -115,13 +115,14 @@ def image_header(path: PathLike, decode: bool = False) -> tuple:
 
     ``channels`` counts colour channels as :func:`~monai_umed.data.io.to_unit` will give them (alpha
     excluded, palette -> 3). PNG files are header-parsed and CRC-verified without decompression unless
-    ``decode``; other raster formats, NIfTI and NRRD / MetaImage are decoded (mode ``"NIFTI"`` / ``"ITK"``).
+    ``decode``; other raster formats, NIfTI, NRRD / MetaImage and DICOM series folders are decoded (mode
+    ``"NIFTI"`` / ``"ITK"`` / ``"DICOM"``).
 
     Raises:
         ImageReadError: missing, empty, unsupported, corrupt or truncated file.
     """
     p = os.fspath(path)
-    if is_nifti(p) or is_itk(p):
+    if is_nifti(p) or is_itk(p) or os.path.isdir(p):  # a folder: a DICOM series (read_raw says when it is not)
         raw = read_raw(p)
         _check_finite(raw.array, p)
         return (*raw.spatial_shape, raw.channels, raw.format)

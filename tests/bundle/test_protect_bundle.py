@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from monai_umed.data import LoadMaskd, make_synthetic_dataset
+from monai_umed.data import LoadMaskd, make_synthetic_dataset, read_raw
 from monai_umed.protectors import load_protector, native_band_width
 from monai_umed.transforms import ContourBand
 
@@ -578,6 +578,58 @@ def test_protect_nrrd_volumes(tmp_path):
         changed_any |= bool((b != a).any())
         assert e["masks"][0]["sha256"] == hashlib.sha256(Path(e["masks"][0]["source"]).read_bytes()).hexdigest()
     assert changed_any
+
+
+def test_protect_dicom_series(tmp_path, dicom_series):
+    """DICOM series folders with NRRD masks (the SimpleITK axis order): each series is written back as a folder of
+    the same files, every data element kept but the pixel data and the instance UIDs, the bound re-checked in
+    Hounsfield units, changes only near the labels, masks copied byte for byte; a re-run keeps what it wrote."""
+    import pydicom
+    import SimpleITK as sitk
+
+    from scipy.ndimage import binary_dilation
+
+    rng = np.random.default_rng(5)
+    data = tmp_path / "input"
+    (data / "masks").mkdir(parents=True)
+    shape = (12, 22, 20)
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    for i in range(8):
+        lab = np.zeros(shape, np.uint8)
+        c = rng.integers(5, 8, 3)
+        lab[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 12] = 1
+        stored = (rng.random(shape) * 300 + (lab > 0) * 1200.0).astype(np.int16)
+        dicom_series(data / "images" / f"ct_{i}", stored, order=list(rng.permutation(shape[0])))
+        sitk.WriteImage(sitk.GetImageFromArray(lab), str(data / "masks" / f"ct_{i}.nrrd"))
+    before = _hashes(data)
+    out = tmp_path / "out"
+    args = ("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), "--steps", "4",
+            "--phase_steps", "2", "--batch_size", "4", "--verify", "false", "--measure_survival", "false")
+    _bundle(*args)
+    assert _hashes(data) == before
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["spatial_dims"] == 3 and manifest["summary"]["num_images"] == 8
+    changed_any = False
+    for e in manifest["images"]:
+        src, dst = Path(e["source"]), Path(e["output"])
+        assert e["format_in"] == e["format_out"] == "DICOM" and dst == out / "protected" / "images" / src.name
+        assert sorted(p.name for p in dst.iterdir()) == sorted(p.name for p in src.iterdir())
+        a, b = read_raw(src), read_raw(dst)
+        assert b.stored().dtype == np.int16 and (b.slope, b.inter) == (a.slope, a.inter) == (1.0, -1024.0)
+        diff = np.abs(b.array - a.array)
+        assert diff.max() <= np.floor(4 / 255 * (a.array.max() - a.array.min()) + 1e-6)  # whole HU steps
+        lab = sitk.GetArrayFromImage(sitk.ReadImage(e["masks"][0]["source"]))
+        assert not (diff > 0)[~binary_dilation(lab > 0, structure=np.ones((7, 7, 7), bool))].any()
+        changed_any |= bool((diff > 0).any())
+        first = sorted(src.iterdir())[0]
+        d0, d1 = pydicom.dcmread(first), pydicom.dcmread(dst / first.name)
+        assert d1.PatientName == d0.PatientName and d1.ImagePositionPatient == d0.ImagePositionPatient
+        assert d1.SOPInstanceUID != d0.SOPInstanceUID
+        assert e["masks"][0]["sha256"] == hashlib.sha256(Path(e["masks"][0]["source"]).read_bytes()).hexdigest()
+    assert changed_any
+    written = _hashes(out / "protected")
+    _bundle(*args)  # the same command again: every series is kept as written
+    assert _hashes(out / "protected") == written
 
 
 def test_protect_robust_trains_through_the_countermeasures(tmp_path):
