@@ -64,6 +64,12 @@ __all__ = [
 
 logger = logging.getLogger("monai_umed")
 
+#: Version of the rules that turn a protector's delta into written values (intensity scale, rounding, bound),
+#: recorded in the manifest as ``"write_rules"``: a re-run keeps earlier outputs only when they were written under
+#: the same rules. 2: 16-bit images and volumes are scaled by their own range (1: 16-bit by 65535, 8-bit volumes by
+#: 255), so outputs of version 1 may hold a larger change than the current bound allows.
+WRITE_RULES_VERSION = 2
+
 
 def sha256_file(path: str | os.PathLike) -> str:
     """SHA-256 hex digest of a file; of a folder (a DICOM series), :func:`~monai_umed.data.folder_sha256`."""
@@ -478,6 +484,12 @@ class ProtectedDatasetWriter:
                     self.manifest_dir / name,
                 )
                 continue
+            if manifest.get("write_rules") != WRITE_RULES_VERSION:
+                logger.info(
+                    "%s was written under older writing rules (intensity scale and bound of 16-bit images and "
+                    "volumes): its images are written anew.", self.manifest_dir / name,
+                )
+                continue
             previous.update({e["source"]: e for e in manifest.get("images", [])})
         return previous
 
@@ -563,7 +575,8 @@ class ProtectedDatasetWriter:
         t0 = time.time()
         manifest_path = self.manifest_dir / "manifest.json"
         progress_path = manifest_path if world == 1 else self.manifest_dir / f"manifest.rank{rank}.json"
-        head = {"settings": self.settings, "protector": self.protector.name, "protector_fingerprint": fingerprint}
+        head = {"settings": self.settings, "protector": self.protector.name, "protector_fingerprint": fingerprint,
+                "write_rules": WRITE_RULES_VERSION}
         try:
             for n, (entry, kept) in enumerate(self._entries(previous, mine), 1):
                 entries.append(entry)

@@ -236,6 +236,22 @@ def test_rerun_with_another_protector_writes_everything_anew(tmp_path: Path):
     assert wider()["skipped_existing"] == 0, "same weights, other band width: written anew"
 
 
+def test_rerun_rewrites_what_older_writing_rules_wrote(tmp_path: Path):
+    """A manifest written under other writing rules (e.g. before 16-bit images were scaled by their own range) keeps
+    nothing: its files may hold a larger change than the current bound allows."""
+    from monai_umed.apps.writer import WRITE_RULES_VERSION
+
+    root = make_synthetic_dataset(tmp_path / "syn", num_images=3, size=(32, 32), seed=3)
+    out = tmp_path / "out"
+    _run_writer(root, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["write_rules"] == WRITE_RULES_VERSION
+    del manifest["write_rules"]  # as written by version 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert _run_writer(root, out)["skipped_existing"] == 0
+    assert _run_writer(root, out)["skipped_existing"] == 3
+
+
 def test_rerun_rewrites_an_image_whose_mask_changed(tmp_path: Path):
     root = make_synthetic_dataset(tmp_path / "syn", num_images=4, size=(32, 32), seed=3)
     out = tmp_path / "out"
