@@ -47,9 +47,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from monai_umed.utils import UserInputError
 from monai_umed.data.dicom import is_dicom_series
 from monai_umed.data.io import SUPPORTED_IMAGE_SUFFIXES, PathLike, image_key, image_paths, is_supported_image, stem_of
+from monai_umed.utils import UserInputError
 
 __all__ = [
     "DatasetError",
