@@ -114,6 +114,9 @@ def _read_slices(folder: Path, stop_before_pixels: bool) -> list[tuple[Path, Any
 def _check_slices(folder: Path, slices: list[tuple[Path, Any]]) -> None:
     first_path, first = slices[0]
     for f, ds in slices:
+        missing = [t for t in ("Rows", "Columns", "BitsAllocated", "PixelRepresentation") if t not in ds]
+        if missing:
+            raise _error(f, f"DICOM image without {', '.join(missing)}; cannot interpret its pixel data")
         ts = getattr(ds, "file_meta", None) and ds.file_meta.get("TransferSyntaxUID")
         if ts is not None and (ts.is_compressed or not ts.is_little_endian):
             raise _error(f, f"transfer syntax {ts.name} is not supported (compressed or big endian): decompress the "

@@ -276,8 +276,14 @@ def validate_datalist(
                 continue
             hw = lab.shape
             if img_hw is not None and hw != img_hw:
+                hint = (
+                    " (the same axes in reverse order: NIfTI is read in (x, y, z) order, DICOM series, NRRD and "
+                    "MetaImage in SimpleITK's (z, y, x); save the mask in the image's family, e.g. as .nrrd)"
+                    if len(hw) == 3 and tuple(reversed(hw)) == tuple(img_hw) else ""
+                )
                 problems.append(
                     f"{lp}: mask size {shape_text(hw)} does not match image {image} ({'x'.join(map(str, img_hw))})"
+                    + hint
                 )
             elif img_hw is None and first_hw is not None and hw != first_hw:
                 problems.append(

@@ -72,6 +72,28 @@ def test_series_problems_name_the_folder_or_file(tmp_path: Path, dicom_series):
     (empty / "notes.txt").write_text("no images")
     with pytest.raises(ImageReadError, match="not a regular file .*DICOM series"):
         read_raw(empty)
+    bare = dicom_series(tmp_path / "bare", _volume())
+    ds = pydicom.dcmread(bare / "IM3.dcm")
+    del ds.BitsAllocated
+    ds.save_as(bare / "IM3.dcm", enforce_file_format=True)
+    with pytest.raises(ImageReadError, match="IM3.dcm: DICOM image without BitsAllocated"):
+        read_raw(bare)
+
+
+def test_a_nifti_mask_of_a_series_is_named_with_the_axis_order(tmp_path: Path, dicom_series):
+    """A series is read in SimpleITK's (z, y, x) order, a NIfTI mask in (x, y, z): validation says so."""
+    import nibabel as nib
+
+    from monai_umed.data import DatasetValidationError, validate_datalist
+
+    vol = _volume()
+    dicom_series(tmp_path / "images" / "ct", vol)
+    (tmp_path / "masks").mkdir()
+    lab = np.zeros(vol.shape[::-1], np.uint8)
+    lab[4:8, 4:8, 1:3] = 1
+    nib.save(nib.Nifti1Image(lab, np.eye(4)), tmp_path / "masks" / "ct.nii.gz")
+    with pytest.raises(DatasetValidationError, match=r"ct.nii.gz: mask size .* reverse order.*\.nrrd"):
+        validate_datalist([{"image": str(tmp_path / "images" / "ct"), "label": str(tmp_path / "masks" / "ct.nii.gz")}])
 
 
 def test_written_series_keeps_every_element_but_pixels_and_instance_uids(tmp_path: Path, dicom_series):
