@@ -530,6 +530,18 @@ def test_protect_nnunet_channel_files(tmp_path):
     assert _hashes(applied / "protected") == _hashes(out / "protected")
 
 
+def _ct_balls(rng: np.random.Generator, n: int, shape: tuple[int, int, int], centre: tuple[int, int],
+              radius2: int, base: float):
+    """``n`` int16 volumes ``(i, label, volume)``: a ball of squared radius ``radius2`` (label 1, centre drawn in
+    ``[centre[0], centre[1])`` per axis) 1200 above a noisy background of ``base`` to ``base + 300``."""
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    for i in range(n):
+        lab = np.zeros(shape, np.uint8)
+        c = rng.integers(*centre, 3)
+        lab[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= radius2] = 1
+        yield i, lab, (rng.random(shape) * 300 + base + (lab > 0) * 1200.0).astype(np.int16)
+
+
 def test_protect_nrrd_volumes(tmp_path):
     """NRRD volumes (SimpleITK): written back with the same pixel type, spacing, origin, direction and metadata, the
     bound re-checked on the stored values, changes only near the labels, masks copied byte for byte."""
@@ -541,13 +553,7 @@ def test_protect_nrrd_volumes(tmp_path):
     data = tmp_path / "input"
     (data / "images").mkdir(parents=True)
     (data / "masks").mkdir()
-    shape = (18, 22, 20)
-    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    for i in range(10):
-        lab = np.zeros(shape, np.uint8)
-        c = rng.integers(6, 12, 3)
-        lab[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 16] = 1
-        vol = (rng.random(shape) * 300 - 1000 + (lab > 0) * 1200.0).astype(np.int16)  # CT-like values in HU
+    for i, lab, vol in _ct_balls(rng, 10, (18, 22, 20), (6, 12), 16, -1000):  # CT-like values in HU
         for arr, folder in ((vol, "images"), (lab, "masks")):
             img = sitk.GetImageFromArray(arr)
             img.SetSpacing((0.8, 0.8, 2.5))
@@ -592,14 +598,8 @@ def test_protect_dicom_series(tmp_path, dicom_series):
     rng = np.random.default_rng(5)
     data = tmp_path / "input"
     (data / "masks").mkdir(parents=True)
-    shape = (12, 22, 20)
-    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
-    for i in range(8):
-        lab = np.zeros(shape, np.uint8)
-        c = rng.integers(5, 8, 3)
-        lab[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 12] = 1
-        stored = (rng.random(shape) * 300 + (lab > 0) * 1200.0).astype(np.int16)
-        dicom_series(data / "images" / f"ct_{i}", stored, order=list(rng.permutation(shape[0])))
+    for i, lab, stored in _ct_balls(rng, 8, (12, 22, 20), (5, 8), 12, 0):  # stored values; HU = stored - 1024
+        dicom_series(data / "images" / f"ct_{i}", stored, order=list(rng.permutation(stored.shape[0])))
         sitk.WriteImage(sitk.GetImageFromArray(lab), str(data / "masks" / f"ct_{i}.nrrd"))
     before = _hashes(data)
     out = tmp_path / "out"
