@@ -213,7 +213,7 @@ def test_intensity_range(array, expected):
 
 
 def test_volumes_use_their_own_range_whatever_the_dtype():
-    """An 8-bit MR volume spanning 0-139 (MSD hippocampus) is scaled by 139, not 255: epsilon is a fraction of each
+    """An 8-bit MR volume spanning 0-139 (an MSD hippocampus case reaches only 112) is scaled by 139, not 255: epsilon is a fraction of each
     case's range; a 2D 8-bit picture keeps 0-255 (4/255 = 4 grey levels)."""
     vol = np.zeros((4, 5, 6), np.uint8)
     vol[1, 2, 3] = 139
