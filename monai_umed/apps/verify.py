@@ -146,7 +146,8 @@ def verification_split(
             f"the dataset has {n} image(s), too few to verify the protection: the verification holds out {n_fold} "
             f"image(s) for its clean test set and needs at least {min_images} more to train on "
             f"({n_fold + min_images} images at least with fraction={fraction}, min_images={min_images}); "
-            "give more images, lower min_images, or run protect without the verification."
+            "give more images, lower min_images (protect: --verify_min_images N), or skip the verification "
+            "(protect: --verify false; then measure the protection with train_exploiter before releasing the files)."
         )
     order = sorted(range(n), key=lambda i: (_sort_key(items[i]), i))
     perm = np.random.default_rng(int(seed)).permutation(n)

@@ -8,7 +8,7 @@ The protected-dataset writer moved to :mod:`monai_umed.apps.writer` (it is a job
 import warnings
 
 from monai_umed.handlers.checkpoint import AtomicDiskSaver, CheckpointSaver
-from monai_umed.handlers.metrics import InvisibilityHandler, invisibility_metrics
+from monai_umed.handlers.metrics import InvisibilityHandler, invisibility_metrics, ssim_map
 from monai_umed.handlers.validation import ValidationCurve, ValidationSchedule, curve_best
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ValidationSchedule",
     "curve_best",
     "invisibility_metrics",
+    "ssim_map",
 ]
 
 _MOVED = {

@@ -7,24 +7,58 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.handlers import IgniteMetricHandler, PeakSignalToNoiseRatio
 from monai.metrics import PSNRMetric, SSIMMetric
 from monai.utils import IgniteInfo, min_version, optional_import
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["invisibility_metrics", "InvisibilityHandler"]
+__all__ = ["invisibility_metrics", "ssim_map", "InvisibilityHandler"]
+
+
+def ssim_map(
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5,
+    k1: float = 0.01, k2: float = 0.03,
+) -> torch.Tensor:
+    """The SSIM map of MONAI's ``SSIMMetric`` (Gaussian window, "valid" windows only), computed with separable filters.
+
+    ``x`` and ``y`` are ``[B, C, *spatial]`` (2D or 3D). The same local means, variances and covariance as MONAI's
+    ``compute_ssim_and_cs`` (one ``win_size``-tap Gaussian of ``sigma`` per axis, whose outer product is MONAI's
+    kernel), filtered one axis at a time: 2 x 11 taps instead of 11 x 11 per pixel in 2D, about 3 times faster on
+    the CPU; the values agree with MONAI's to float32 rounding (``tests/handlers/test_metrics.py``). Returns the map
+    ``[B, C, *valid spatial]``; its mean is ``SSIMMetric``'s value.
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"shape mismatch: {tuple(x.shape)} vs {tuple(y.shape)}.")
+    x, y = x.float(), y.float()
+    dims, c = x.ndim - 2, x.shape[1]
+    dist = torch.arange((1 - win_size) / 2, (1 + win_size) / 2, 1, dtype=torch.float32)
+    gauss = torch.exp(-torch.pow(dist / sigma, 2) / 2)
+    gauss = (gauss / gauss.sum()).to(x.device)
+    conv = getattr(F, f"conv{dims}d")
+    stacked = torch.cat([x, y, x * x, y * y, x * y], 1)  # the five local moments in one grouped pass per axis
+    for axis in range(dims):
+        shape = [1] * dims
+        shape[axis] = win_size
+        stacked = conv(stacked, gauss.view(1, 1, *shape).expand(5 * c, 1, *shape), groups=5 * c)
+    mu_x, mu_y, mu_xx, mu_yy, mu_xy = stacked.split(c, 1)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    sigma_x, sigma_y, sigma_xy = mu_xx - mu_x * mu_x, mu_yy - mu_y * mu_y, mu_xy - mu_x * mu_y
+    contrast = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
+    return ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * contrast
 
 
 def invisibility_metrics(original: torch.Tensor, protected: torch.Tensor, data_range: float = 1.0) -> dict[str, float]:
     """PSNR (dB), SSIM, l-inf and the fraction of changed pixels between one image and its protected copy.
 
     Both are channel-first ``[C, H, W]`` (or ``[C, D, H, W]``) on the same intensity scale with range ``data_range``
-    (1.0 on the package's [0, 1] scale). PSNR and SSIM are MONAI's ``PSNRMetric`` and ``SSIMMetric`` (Gaussian
-    window 11, sigma 1.5, as in the paper's Table 4 convention); PSNR of identical images is ``inf``. The
+    (1.0 on the package's [0, 1] scale). PSNR is MONAI's ``PSNRMetric``, SSIM the value of MONAI's ``SSIMMetric``
+    (Gaussian window 11, sigma 1.5, as in the paper's Table 4 convention) computed by :func:`ssim_map`; PSNR of
+    identical images is ``inf``. The
     changed fraction counts pixels with any channel changed.
 
-    SSIM is computed by MONAI's metric on the box around the changed pixels grown by the window size: every window
+    SSIM is computed on the box around the changed pixels grown by the window size: every window
     outside that box sees identical inputs, whose SSIM is exactly 1 (numerator and denominator are the same
     floating-point expression), so the mean over the whole image is ``(sum over the box + windows outside) / all
     windows``: the value of the whole-image metric, at the cost of the changed region only.
@@ -49,8 +83,7 @@ def invisibility_metrics(original: torch.Tensor, protected: torch.Tensor, data_r
         hit = torch.nonzero(changed_map.amax(dim=other) if other else changed_map).flatten()
         box.append(slice(max(int(hit.min()) - (win - 1), 0), min(int(hit.max()) + win, spatial[axis])))
     crop = (slice(None), *box)
-    ssim_metric = SSIMMetric(spatial_dims=spatial_dims, data_range=data_range, win_size=win)
-    box_mean = float(ssim_metric(protected[crop][None].float(), original[crop][None].float()).mean())
+    box_mean = float(ssim_map(protected[crop][None], original[crop][None], data_range, win).mean())
     windows_all = math.prod(n - win + 1 for n in spatial)
     windows_box = math.prod(s.stop - s.start - win + 1 for s in box)
     ssim = (box_mean * windows_box + (windows_all - windows_box)) / windows_all
