@@ -35,6 +35,7 @@ from monai_umed.apps.verify import (
     MIN_REFERENCE_DSC,
     VERIFICATION_KEYS,
     RESOLUTION_RATIO,
+    VERIFY_EVALUATIONS,
     VERIFY_EXPLOITER_KWARGS,
     WEAK_RATIO,
     native_image_size,

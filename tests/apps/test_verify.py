@@ -20,6 +20,7 @@ import monai_umed.apps.verify as verify_mod
 from monai_umed.apps import (
     VERIFICATION_KEYS,
     VERIFY_EXPLOITER_KWARGS,
+    VERIFY_EVALUATIONS,
     defense_verdict,
     protection_verdict,
     report_verification,
@@ -129,7 +130,11 @@ def test_verdict():
     assert protection_verdict(0.4, 0.8)[0] and not protection_verdict(0.41, 0.8)[0]  # the bound is 0.5 x clean
     assert protection_verdict(None, 0.8)[0] is False and "COULD NOT BE VERIFIED" in protection_verdict(None, 0.8)[1]
     inconclusive, msg = protection_verdict(0.05, 0.3)
-    assert inconclusive and "Inconclusive" in msg
+    assert inconclusive and "inconclusive" in msg and "--verify_steps" in msg
+    # weak AND inconclusive (the reference did not learn the task): not protected, and the advice is to verify longer
+    unknown, msg = protection_verdict(0.15, 0.14)
+    assert not unknown and msg.startswith("THE DATA IS NOT VERIFIED AS PROTECTED") and "--verify_steps" in msg
+    assert "train the protector longer" not in msg
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -382,3 +387,22 @@ def test_native_size_is_none_for_volumes(tmp_path):
 
     nib.save(nib.Nifti1Image(np.zeros((8, 9, 10), np.int16), np.eye(4)), str(tmp_path / "v.nii.gz"))
     assert native_image_size([{"image": str(tmp_path / "v.nii.gz")}]) is None
+
+
+@pytest.mark.parametrize("n, steps, epochs, interval", [(30, 500, 167, 6), (30, 60, 20, 1), (12, 500, 500, 16)])
+def test_long_runs_on_few_images_score_the_fold_about_32_times(tmp_path, monkeypatch, n, steps, epochs, interval):
+    """A run of many epochs (few images per step: small or 3D datasets) is scored every ceil(epochs / 32) epochs, a
+    short one after every epoch; both runs alike, and the result says which."""
+    calls = []
+
+    def fake_train(dataset_dir, datalist, output_dir, train_dir=None, **kwargs):
+        calls.append(kwargs)
+        return {"dsc": 0.1 if train_dir else 0.8, "n_train": len(datalist["training"]), "n_test": len(datalist["test"])}
+
+    monkeypatch.setattr(verify_mod, "train_exploiter", fake_train)
+    (tmp_path / "protected").mkdir()
+    result = verify_protection("/data", _entries(n), tmp_path / "protected", tmp_path / "v", steps=steps, batch_size=8,
+                               min_images=4 if n < 20 else 10)
+    assert [c["max_epochs"] for c in calls] == [epochs, epochs]
+    assert [c["val_interval"] for c in calls] == [interval, interval]
+    assert result["val_interval"] == interval and math.ceil(epochs / interval) <= VERIFY_EVALUATIONS
