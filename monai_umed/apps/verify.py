@@ -477,9 +477,10 @@ def verify_protection(
     if not protected_dir.is_dir():
         raise UserInputError(f"cannot verify the protection: protected dataset folder not found: {protected_dir}")
     work = Path(work_dir)
+    native = native_image_size(train_items)  # None for volumes
     logger.info(
         "verifying the protection: a %s (%s) trained on %d protected images of %s, tested on %d clean held-out "
-        "images; reference trained on the same %d clean images (%d epochs, %dx%d, seed %d) -> %s",
+        "images; reference trained on the same %d clean images (%d epochs, %s, seed %d) -> %s",
         _display_name(exploiter),
         kwargs or "default size",
         len(train_items),
@@ -487,8 +488,7 @@ def verify_protection(
         len(fold_items),
         len(train_items),
         int(max_epochs),
-        int(image_size),
-        int(image_size),
+        f"{int(image_size)}x{int(image_size)}" if native is not None else "volumes: the exploiter's default patches",
         int(seed) + 1,
         work,
     )
@@ -518,7 +518,6 @@ def verify_protection(
         defended[str(defense)] = {"dsc": d["dsc"], "dsc_best": d.get("dsc_best", d["dsc"]), "protected": ok,
                                   "message": msg, "metrics": str(work / f"protected_{defense}" / "metrics.json")}
     n_train = int(p.get("n_train", len(train_items)))
-    native = native_image_size(train_items)
     return {
         "protected_dsc": protected_dsc,
         "clean_dsc": clean_dsc,
