@@ -99,6 +99,8 @@ def main() -> None:
         n = len(items)
         floors, writers, summary = [], [], {}
         for r in range(args.repeats):  # alternate, so that a slow spell of the machine hits both
+            for old in (work / f"floor{r}", work / f"out{r}"):  # a reused --work_dir: nothing may be skipped
+                shutil.rmtree(old, ignore_errors=True)
             floors.append(io_floor(items, work / f"floor{r}"))
             writer = ProtectedDatasetWriter(protector, items, root, work / f"out{r}" / "protected",
                                             manifest_dir=work / f"out{r}", batch_size=args.batch_size,

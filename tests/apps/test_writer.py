@@ -265,3 +265,5 @@ def test_rerun_rewrites_an_image_whose_mask_changed(tmp_path: Path):
     manifest = json.loads((out / "manifest.json").read_text())
     entry = next(e for e in manifest["images"] if e["masks"][0]["source"] == str(mask))
     assert entry["masks"][0]["sha256"] == sha256_file(mask)
+    # the rewritten image keeps its place among the kept ones: the manifest follows the datalist order
+    assert [e["source"] for e in manifest["images"]] == [d["image"] for d in load_datalist(dataset_dir=str(root))]
