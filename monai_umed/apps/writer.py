@@ -529,20 +529,20 @@ class ProtectedDatasetWriter:
                     if item is None:
                         break
                     reading.append(submit(self._prepare, item, previous))
-                kept = None
+                kept_entry = None
                 if reading:
                     prep = reading.popleft().result()
                     if "entry" in prep:
-                        kept = prep["entry"]
+                        kept_entry = prep["entry"]
                     else:
                         batch.append(prep)
                 # a kept image first sends the images read before it on, so that entries keep the datalist order
-                if batch and (len(batch) == self.batch_size or not reading or kept is not None):
+                if batch and (len(batch) == self.batch_size or not reading or kept_entry is not None):
                     for prep, (delta, allowed) in zip(batch, self._deltas(batch)):
                         writing.append((submit(self._finish, prep, delta, allowed), False))
                     batch = []
-                if kept is not None:
-                    writing.append((done(kept), True))
+                if kept_entry is not None:
+                    writing.append((done(kept_entry), True))
                 # hand back finished entries in order; wait only when too much is in flight or at the end
                 while writing and (writing[0][0].done() or len(writing) > window or not reading):
                     future, kept = writing.popleft()
