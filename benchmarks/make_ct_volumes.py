@@ -16,8 +16,14 @@ import argparse
 import json
 from pathlib import Path
 
+import sys
+
 import nibabel as nib
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from monai_umed.utils import atomic_write, atomic_write_text  # noqa: E402
 
 
 def make_case(rng: np.random.RandomState, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -56,13 +62,14 @@ def main() -> None:
     for i in range(args.cases):
         image, label = make_case(rng, tuple(args.shape))
         name = f"ct_{i:03d}.nii.gz"
-        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / name)
-        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / name)
+        # temporary name + rename: an interrupted run leaves no half-written volume
+        atomic_write(root / "imagesTr" / name, lambda tmp: nib.save(nib.Nifti1Image(image, affine), str(tmp)))
+        atomic_write(root / "labelsTr" / name, lambda tmp: nib.save(nib.Nifti1Image(label, affine), str(tmp)))
         training.append({"image": f"./imagesTr/{name}", "label": f"./labelsTr/{name}"})
     meta = {"name": "synthetic CT-like volumes", "modality": {"0": "CT"},
             "labels": {"0": "background", "1": "organ", "2": "lesion"}, "numTraining": len(training),
             "training": training}
-    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    atomic_write_text(root / "dataset.json", json.dumps(meta, indent=1))
     print(f"{len(training)} cases of {tuple(args.shape)} in {root}")
 
 
