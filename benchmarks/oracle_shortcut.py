@@ -11,6 +11,12 @@ uses ``epsilon`` there too), and a pattern that carries the label:
   then signed / nearest neighbour), its phase flipped between the ROI and the outer band;
 * ``native``: the same checkerboard on the file's own pixel grid (for an exploiter that trains at that size).
 
+Volumes (NIfTI, e.g. an MSD split) take ``native`` only, on the voxel grid with one pattern per region: class ``k``
+of ``K`` gets the checkerboard shifted by ``k`` voxels along the first axis of a period-``K + 1`` comb (background
+band: ``k = 0``), so that every region has its own phase; the band is 3 voxels wide (the protect job's width on a
+volume's native grid), the bound is ``epsilon`` times each volume's own intensity range, and the values are written
+back in the file's dtype with its header.
+
 The files are rounded to 8 bits and written with the masks to ``--output_dir`` in the dataset's layout, so that
 ``train_exploiter --train_dir OUTPUT`` trains on them. The band width is 3 pixels at 96 pixels, scaled to the
 file's size, as the protect job does.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -33,6 +40,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from monai_umed.data.io import from_unit, is_nifti, mask_to_labels, read_raw, to_unit  # noqa: E402
 from monai_umed.protectors import native_band_width  # noqa: E402
 from monai_umed.transforms import ContourBand, LBPTextureMap  # noqa: E402
 from monai_umed.utils import atomic_write  # noqa: E402
@@ -53,6 +61,44 @@ def pattern(kind: str, roi: np.ndarray) -> np.ndarray:
     return np.sign(up) * sign
 
 
+def volume_pattern(labels: np.ndarray) -> np.ndarray:
+    """+-1 voxel checkerboard on ``labels``' grid whose phase encodes the class: region ``k`` (0: background) uses
+    the comb ``((i + k) mod (K + 1) == 0)`` along the first axis XOR the checkerboard of the other two."""
+    k = int(labels.max()) + 1
+    idx = np.indices(labels.shape)
+    board = idx[1:].sum(0) % 2
+    comb = ((idx[0] + labels.astype(np.int64)) % k == 0).astype(np.int64)
+    return ((board ^ comb) * 2 - 1).astype(np.float32)
+
+
+def write_volumes(root: Path, out: Path, entries: list, epsilon: float, full: bool) -> None:
+    """The 3D oracle: ``delta = epsilon * (band + x_t * interior) * volume_pattern(labels)`` on the voxel grid."""
+    import nibabel as nib
+
+    psnr = []
+    for e in entries:
+        raw = read_raw(root / e["image"])
+        x = to_unit(raw)  # [1, *spatial] on the volume's own [0, 1] range
+        labels = mask_to_labels(read_raw(root / e["label"])).reshape(x.shape[1:])
+        band, interior = ContourBand(width=3).band_and_interior(torch.from_numpy(labels)[None])
+        band, interior = np.asarray(band[0]), np.asarray(interior[0])
+        x_t = np.ones_like(band) if full else np.asarray(LBPTextureMap()(torch.from_numpy(x)))[0]
+        delta = epsilon * (band + x_t * interior) * volume_pattern(labels)
+        stored = from_unit(np.clip(x + delta[None], 0, 1), raw)
+        lo, hi = float(raw.array.min()), float(raw.array.max())
+        mse = float(((stored.astype(np.float64) - raw.array.astype(np.float64)) ** 2).mean())
+        psnr.append(10 * np.log10((hi - lo) ** 2 / mse) if mse > 0 else float("inf"))
+        src = nib.load(str(root / e["image"]))
+        image = nib.Nifti1Image(stored.reshape(raw.native_shape), src.affine, src.header)
+        image.set_data_dtype(raw.array.dtype)
+        for rel, make in ((e["image"], lambda tmp: nib.save(image, tmp)),
+                          (e["label"], lambda tmp, rel=e["label"]: shutil.copyfile(root / rel, tmp))):
+            dst = out / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(dst, make)
+    print(f"{len(entries)} volumes written to {out}; mean PSNR {np.mean(psnr):.2f} dB (on each volume's range)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset_dir", required=True)
@@ -66,6 +112,10 @@ def main() -> None:
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise SystemExit(f"--output_dir {out} is inside the dataset {root}: never write into an input dataset")
     entries = json.loads(Path(args.datalist).read_text())["training"]
+    if entries and is_nifti(root / entries[0]["image"]):
+        if args.pattern != "native":
+            raise SystemExit(f"--pattern {args.pattern}: volumes take --pattern native only")
+        return write_volumes(root, out, entries, args.epsilon, args.full)
     psnr = []
     for e in entries:
         img = Image.open(root / e["image"])

@@ -75,10 +75,11 @@ class ForegroundNeighbourhoodd(MapTransform):
     """Crop ``keys`` to the box around ``label > 0`` grown by ``margin`` voxels on each side (clamped to the volume,
     MONAI's ``CropForegroundd``); a volume without foreground is kept whole.
 
-    With ``margin`` equal to the patch size, ``RandCropByPosNegLabeld(pos=1, neg=0)`` draws the same patches from the
-    crop as from the whole volume (the same foreground voxels in the same order, and the windows around them never
-    reach the crop's edge unless they reach the volume's), so caching the crop instead of the volume bounds the memory
-    of large volumes with small structures without changing training (``tests/transforms/test_priors.py``).
+    With ``margin`` equal to the patch size, ``RandCropByPosNegLabeld`` draws the same foreground-centred patches
+    from the crop as from the whole volume (the same foreground voxels in the same order, and the windows around them
+    never reach the crop's edge unless they reach the volume's), so caching the crop instead of the volume bounds the
+    memory of large volumes with small structures (``tests/transforms/test_priors.py``); background-centred
+    patches (``neg > 0``) come from the crop, i.e. from within one patch of the foreground.
 
     Args:
         keys: the keys to crop alike.
@@ -119,8 +120,10 @@ def prior_transforms(
 
     ``native`` keeps the pair on its own grid instead of resizing it (volumes): the priors are computed there,
     then ``"train"`` keeps the foreground's neighbourhood (:class:`ForegroundNeighbourhoodd`, margin
-    ``image_size``), pads to at least ``image_size`` and draws one ``image_size`` patch centred on the foreground
-    (``RandCropByPosNegLabeld``, all keys alike), ``"apply"`` pads every side to a multiple of 16 (whole volumes
+    ``image_size``), pads to at least ``image_size`` and draws one ``image_size`` patch per volume and draw, centred
+    on the foreground or on the background with equal odds (``RandCropByPosNegLabeld(pos=1, neg=1)``, all keys
+    alike, as the exploiter samples; a surrogate that only meets foreground-centred patches never learns the
+    background of a whole volume), ``"apply"`` pads every side to a multiple of 16 (whole volumes
     through the fully convolutional networks).
 
     Image: bilinear with anti-aliasing; label: nearest, then class indices (:func:`label_classes_transform`:
@@ -144,7 +147,7 @@ def prior_transforms(
             # deterministic, hence cached: only the foreground's neighbourhood of a large volume is kept in memory
             ForegroundNeighbourhoodd(keys, label_key="label", margin=size),
             SpatialPadd(keys, spatial_size=size),
-            RandCropByPosNegLabeld(keys, label_key="label", spatial_size=size, pos=1, neg=0, num_samples=1),
+            RandCropByPosNegLabeld(keys, label_key="label", spatial_size=size, pos=1, neg=1, num_samples=1),
         ]
     elif native == "apply":
         crop = [DivisiblePadd(keys, k=16)]

@@ -47,3 +47,21 @@ def test_same_patches_as_the_whole_volume(shape, box):
     if box[0].stop > box[0].start and shape[0] > 2 * size[0] + 4:
         assert cached["image"].numel() < data["image"].numel()  # and it is smaller
     assert len({float(p[0]["image"].sum()) for p in a}) > 1  # different patches were drawn: the test can fail
+
+
+def test_native_training_patches_meet_foreground_and_background():
+    """protect's 3D training draws patches centred on the foreground and on the background (as the exploiter does):
+    a surrogate trained on foreground-centred patches only never sees a whole volume's background."""
+    shape, size = (60, 70, 50), 16
+    box = (slice(25, 30), slice(30, 36), slice(20, 24))
+    chain = prior_transforms((size,) * 3, 1, band_width=1, native="train")
+    chain.set_random_state(seed=3)
+    centres = []
+    for _ in range(40):
+        patch = chain(_volume(shape, box))[0]
+        assert tuple(patch["image"].shape[1:]) == (size,) * 3
+        for k in KEYS:  # all keys cropped alike
+            assert tuple(patch[k].shape[1:]) == (size,) * 3, k
+        centres.append(float(patch["label"][(0, *(size // 2,) * 3)]))
+    fg = sum(c > 0 for c in centres)
+    assert 8 <= fg <= 32, centres  # both kinds, about half each (binomial(40, 0.5): outside [8, 32] has p < 1e-4)
