@@ -40,7 +40,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monai_umed.data.io import from_unit, is_nifti, mask_to_labels, read_raw, to_unit  # noqa: E402
+from monai_umed.data.io import from_unit, is_itk, is_nifti, mask_to_labels, read_raw, to_unit  # noqa: E402
 from monai_umed.protectors import native_band_width  # noqa: E402
 from monai_umed.transforms import ContourBand, LBPTextureMap  # noqa: E402
 from monai_umed.utils import atomic_write  # noqa: E402
@@ -116,6 +116,9 @@ def main() -> None:
         if args.pattern != "native":
             raise SystemExit(f"--pattern {args.pattern}: volumes take --pattern native only")
         return write_volumes(root, out, entries, args.epsilon, args.full)
+    if entries and is_itk(root / entries[0]["image"]):
+        raise SystemExit(f"{root / entries[0]['image']}: NRRD / MetaImage files are not supported here (NIfTI volumes "
+                         "or 2D images only)")
     psnr = []
     for e in entries:
         img = Image.open(root / e["image"])
