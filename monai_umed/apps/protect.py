@@ -174,22 +174,45 @@ def robust_countermeasures(robust: Any) -> list[str] | None:
     return names
 
 
-def robust_transform(robust: Any, spatial_dims: int = 2, seed: int = 0) -> Any:
-    """The generators' (and the surrogate's) view of the protected images for ``--robust``:
-    :class:`monai_umed.defenses.EOTDefense` over :func:`robust_countermeasures` (a random differentiable
-    countermeasure per image, seeded with ``seed``); ``None`` for ``--robust false``.
+def robust_transform(
+    robust: Any,
+    spatial_dims: int = 2,
+    seed: int = 0,
+    surrogate: torch.nn.Module | None = None,
+    loss_function: Any = None,
+    rem_epsilon: Any = 0,
+    rem_steps: int = 3,
+) -> Any:
+    """The generators' (and the surrogate's) view of the protected images for ``--robust`` and ``--rem_epsilon``.
+
+    ``--robust``: :class:`monai_umed.defenses.EOTDefense` over :func:`robust_countermeasures` (a random
+    differentiable countermeasure per image, seeded with ``seed``). ``--rem_epsilon`` > 0: robust error-minimising
+    noise, :class:`monai_umed.defenses.AdversarialView` (a ``rem_steps``-step PGD attack of radius ``rem_epsilon``
+    on ``surrogate``'s ``loss_function``, after the countermeasure when both are given). ``None`` when neither is
+    asked for.
 
     Raises:
-        UserInputError: ``--robust`` on 3D volumes (the countermeasures are 2D image operations), or an unknown name.
+        UserInputError: ``--robust`` on 3D volumes (the countermeasures are 2D image operations), an unknown name,
+            or a ``--rem_epsilon`` outside [0, 1) (0: off).
     """
     names = robust_countermeasures(robust)
-    if names is None:
-        return None
-    if int(spatial_dims) != 2:
-        raise UserInputError("--robust works on 2D images only (JPEG, blur, median ... are 2D operations).")
-    from monai_umed.defenses import EOTDefense
+    view = None
+    if names is not None:
+        if int(spatial_dims) != 2:
+            raise UserInputError("--robust works on 2D images only (JPEG, blur, median ... are 2D operations).")
+        from monai_umed.defenses import EOTDefense
 
-    return EOTDefense(names, generator=torch.Generator().manual_seed(int(seed)))
+        view = EOTDefense(names, generator=torch.Generator().manual_seed(int(seed)))
+    off = rem_epsilon is None or rem_epsilon is False or str(rem_epsilon).strip().lower() in ("0", "0.0", "false", "off", "none", "")
+    rem = 0.0 if off else parse_epsilon(rem_epsilon, "rem_epsilon")
+    if rem > 0:
+        if surrogate is None or loss_function is None:
+            raise ValueError("--rem_epsilon needs the surrogate and its loss function.")
+        from monai_umed.defenses import AdversarialView
+
+        view = AdversarialView(surrogate, loss_function, epsilon=rem, steps=int(rem_steps), countermeasure=view,
+                               generator=torch.Generator().manual_seed(int(seed) + 1))
+    return view
 
 
 def _grey_channels(raw: Any) -> bool:

@@ -153,8 +153,8 @@ def check_written(
     no pixel (voxel) outside ``allowed`` (the spatial shape, bool) changed in any channel.
 
     Returns:
-        ``(l-inf in value units -- a list per modality when ``bound`` is one --, written colour values as float64
-        in the file layout)``.
+        ``(l-inf in value units -- a list per modality when ``bound`` is one --, the written values as read, in the
+        file layout and dtype)``.
 
     Raises:
         RuntimeError: a check failed (the message names the file).
@@ -165,7 +165,10 @@ def check_written(
             f"{raw.path}: the written file reads back as {new.shape} {new.dtype} (scaling {written.slope}, "
             f"{written.inter}), not as the original {old.shape} {old.dtype} ({raw.slope}, {raw.inter}); not written."
         )
-    diff = np.abs(new.astype(np.float64) - old.astype(np.float64))
+    if old.dtype.kind in "biu" and old.dtype.itemsize <= 2:  # exact in int32, without float64 copies
+        diff = np.abs(new.astype(np.int32) - old.astype(np.int32))
+    else:
+        diff = np.abs(new.astype(np.float64) - old.astype(np.float64))
     tol = 1e-6 * quantum
     if np.issubdtype(old.dtype, np.floating) and old.size:
         tol += 4 * float(np.spacing(np.abs(old).max().astype(old.dtype)))
@@ -174,7 +177,7 @@ def check_written(
         if not np.all(per <= np.asarray(bound) + tol):
             raise RuntimeError(f"{raw.path}: written l-inf per modality {per.tolist()} exceeds the bounds "
                                f"{np.asarray(bound).tolist()}; not written.")
-        linf: Any = per.tolist()
+        linf: Any = per.astype(np.float64).tolist()
     else:
         linf = float(diff.max()) if diff.size else 0.0
         if not linf <= bound + tol:
@@ -379,7 +382,7 @@ class ProtectedDatasetWriter:
         atomic_write(dst, write_and_check)
         lo, hi = _ranges(raw)
         values = checked["values"]
-        colour = values[..., :-1] if raw.has_alpha else values
+        colour = (values[..., :-1] if raw.has_alpha else values).astype(np.float64)
         written_unit = ((colour - lo) / (hi - lo)).astype(np.float32)
         written_unit = (
             written_unit[None] if written_unit.ndim == raw.spatial_ndim else np.ascontiguousarray(np.moveaxis(written_unit, -1, 0))

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .adversarial import AdversarialPrepareBatch, pgd_linf
+from .adversarial import AdversarialPrepareBatch, AdversarialView, pgd_linf
 from .differentiable import (
     EOT_TRANSFORMS,
     ROBUST_DEFAULT,
@@ -47,6 +47,7 @@ __all__ = [
     "resample_batch",
     "ste_round",
     "AdversarialPrepareBatch",
+    "AdversarialView",
     "DEFENSES",
     "LUMA_WEIGHTS",
     "GaussianBlurDefense",

@@ -18,7 +18,9 @@ import torch.nn as nn
 from monai.engines.utils import PrepareBatch, default_prepare_batch
 from monai.utils import convert_to_tensor
 
-__all__ = ["pgd_linf", "AdversarialPrepareBatch"]
+from monai_umed.distributed import unwrap
+
+__all__ = ["pgd_linf", "AdversarialPrepareBatch", "AdversarialView"]
 
 
 def pgd_linf(
@@ -187,3 +189,74 @@ class AdversarialPrepareBatch(PrepareBatch):
         finally:
             self.network.train(was_training)
         return adv, labels
+
+
+# --------------------------------------------------------------------------------- robust error-minimising noise
+class AdversarialView:
+    """The inner maximisation of robust error-minimising noise (REM, Fu et al., ICLR 2022) as a view of the
+    protected batch for :class:`~monai_umed.engines.UMedTrainer`'s ``generator_transform`` and
+    ``surrogate_transform``.
+
+    REM replaces the min-min of error-minimising noise by ``min_delta min_theta max_{||rho|| <= rho_a}
+    L(F_theta(x + delta + rho), y)``: the perturbation must keep the loss low even after the worst-case change of
+    an adversarially training exploiter. Called on the protected batch ``x + delta`` (with gradient), it returns
+    ``x + delta + rho*``, where ``rho*`` is :func:`pgd_linf`'s ascent on the surrogate's loss within
+    ``||rho||_inf <= epsilon`` (a constant: the gradient reaches ``delta`` unchanged, as in REM's alternating
+    optimisation). In the generator phases the generators then minimise the loss under the attack; in the surrogate
+    phases the surrogate trains on the attacked batch, i.e. adversarially, as REM's source model does.
+
+    Args:
+        network: the surrogate (a ``DistributedDataParallel`` wrapper is unwrapped); its mode is kept.
+        loss_function: ``L_seg(logits, labels)``, maximised by the attack.
+        epsilon: the attack's l-inf radius ``rho_a`` on the [0, 1] scale (REM: at most the protection's epsilon).
+        steps: PGD iterations (REM uses 10; each costs one forward and backward pass of the surrogate).
+        step_size: ascent step; ``None`` -> ``epsilon / 2`` (``steps`` of it reach the ball's boundary from any
+            random start when ``steps >= 2``).
+        countermeasure: optional view applied first (e.g. :class:`~monai_umed.defenses.EOTDefense`), called like
+            :func:`~monai_umed.engines.countermeasure_view`.
+        generator: random generator of the attack's random start.
+
+    Called as ``view(images, labels)`` (``moves_labels = True``: the labels come back, moved by ``countermeasure``
+    if it moves images).
+    """
+
+    moves_labels = True
+
+    def __init__(
+        self,
+        network: nn.Module,
+        loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        epsilon: float = 4 / 255,
+        steps: int = 3,
+        step_size: float | None = None,
+        countermeasure: Callable | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}.")
+        if int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a whole number >= 1, got {steps}.")
+        self.network = network
+        self.loss_function = loss_function
+        self.epsilon = float(epsilon)
+        self.steps = int(steps)
+        self.step_size = self.epsilon / 2 if step_size is None else float(step_size)
+        self.countermeasure = countermeasure
+        self.generator = generator
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.countermeasure is not None:
+            if getattr(self.countermeasure, "moves_labels", False):
+                images, labels = self.countermeasure(images, labels)
+            else:
+                images = self.countermeasure(images)
+        gen = self.generator
+        if gen is not None and gen.device != images.device:
+            gen = None
+        attacked = pgd_linf(unwrap(self.network), images.detach(), labels, self.loss_function, epsilon=self.epsilon,
+                            steps=self.steps, step_size=self.step_size, generator=gen)
+        return images + (attacked - images.detach()), labels
+
+    def __repr__(self) -> str:
+        return (f"AdversarialView(epsilon={self.epsilon:.5f}, steps={self.steps}, step_size={self.step_size:.5f}, "
+                f"countermeasure={self.countermeasure!r})")

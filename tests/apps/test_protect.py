@@ -170,3 +170,25 @@ def test_robust_countermeasures():
             robust_countermeasures(bad)
     with pytest.raises(UserInputError, match="2D images only"):
         robust_transform("jpeg", spatial_dims=3)
+
+
+def test_rem_view():
+    """``--rem_epsilon``: 0 (any spelling of off) is no view; a radius gives REM's adversarial view, after the
+    ``--robust`` countermeasures when both are asked for; a bad radius is one clear error."""
+    from monai.losses import DiceCELoss
+
+    from monai_umed.apps import robust_transform
+    from monai_umed.defenses import AdversarialView, EOTDefense
+    from monai_umed.utils import UserInputError
+
+    net, loss = torch.nn.Conv2d(1, 2, 3, padding=1), DiceCELoss(to_onehot_y=True, softmax=True)
+    for off in (0, "0", None, False, "off"):
+        assert robust_transform(False, surrogate=net, loss_function=loss, rem_epsilon=off) is None
+    view = robust_transform(False, surrogate=net, loss_function=loss, rem_epsilon="2/255", rem_steps=5)
+    assert isinstance(view, AdversarialView) and view.countermeasure is None
+    assert view.epsilon == pytest.approx(2 / 255) and view.steps == 5
+    view = robust_transform("identity,jpeg", surrogate=net, loss_function=loss, rem_epsilon=0.01)
+    assert isinstance(view.countermeasure, EOTDefense) and view.countermeasure.transforms == ("identity", "jpeg")
+    for bad in ("-1/255", "x", 2):
+        with pytest.raises(UserInputError, match="rem_epsilon"):
+            robust_transform(False, surrogate=net, loss_function=loss, rem_epsilon=bad)

@@ -648,3 +648,15 @@ def test_protect_robust_trains_through_the_countermeasures(tmp_path):
             "--robust", "identity,augment", "--verify", "false")
     manifest = json.loads((tmp_path / "aug" / "manifest.json").read_text())
     assert manifest["settings"]["robust"] == ["identity", "augment"] and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+
+
+def test_protect_rem_trains_under_the_attack(tmp_path):
+    """``--rem_epsilon``: generator and surrogate steps see the PGD-attacked protected batch (REM); the written
+    files keep the protection's bound (the attack's radius is not part of the perturbation); recorded."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=4)
+    out = tmp_path / "out"
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
+            "--rem_epsilon", "2/255", "--rem_steps", "2", "--verify", "false")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["rem_epsilon"] == "2/255" and manifest["settings"]["rem_steps"] == 2
+    assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6

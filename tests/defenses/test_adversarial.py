@@ -129,3 +129,45 @@ def test_pgd_mask_keeps_pixels_outside_fixed():
     adv = pgd_linf(net, x, y, loss, epsilon=0.1, steps=3, mask=mask)
     assert torch.equal(adv[mask == 0], x[mask == 0]), "the random start and the steps stay inside the mask"
     assert (adv - x).abs().max() <= 0.1 + 1e-6 and (adv - x)[mask == 1].abs().max() > 0
+
+
+def test_adversarial_view_is_the_worst_case_and_passes_the_gradient():
+    """REM's inner step: the view lies within epsilon of its input, raises the surrogate's loss above the input's
+    (and above a random point of the ball), and passes the gradient to the input unchanged (the attack is a
+    constant)."""
+    from monai_umed.defenses import AdversarialView
+
+    model, x, y, loss_fn = _trained_model()
+    model.zero_grad(set_to_none=True)
+    view = AdversarialView(model, loss_fn, epsilon=EPS, steps=3, generator=torch.Generator().manual_seed(0))
+    inp = x.clone().requires_grad_(True)
+    seen, labels = view(inp, y)
+    assert labels is y
+    assert float((seen.detach() - x).abs().max()) <= EPS + 1e-6 and float(seen.detach().min()) >= 0 and float(seen.detach().max()) <= 1
+    with torch.no_grad():
+        noise = (x + EPS * torch.sign(torch.randn_like(x))).clamp(0, 1)
+        assert float(loss_fn(model(seen), y)) > max(float(loss_fn(model(x), y)), float(loss_fn(model(noise), y)))
+    seen.sum().backward()
+    assert torch.equal(inp.grad, torch.ones_like(x))
+    assert all(p.grad is None for p in model.parameters())  # the attack leaves the surrogate's gradients alone
+
+
+def test_adversarial_view_after_a_countermeasure_and_bad_arguments():
+    """A countermeasure runs first (labels moved with it when it moves images); bad settings are refused."""
+    from monai_umed.defenses import AdversarialView
+
+    model, x, y, loss_fn = _trained_model()
+
+    class Flip:
+        moves_labels = True
+
+        def __call__(self, images, labels):
+            return images.flip(-1), labels.flip(-1)
+
+    seen, labels = AdversarialView(model, loss_fn, epsilon=EPS, countermeasure=Flip())(x, y)
+    assert torch.equal(labels, y.flip(-1)) and float((seen - x.flip(-1)).abs().max()) <= EPS + 1e-6
+    seen, labels = AdversarialView(model, loss_fn, epsilon=EPS, countermeasure=lambda im: 1 - im)(x, y)
+    assert labels is y and float((seen - (1 - x)).abs().max()) <= EPS + 1e-6
+    for kwargs in ({"epsilon": 0.0}, {"steps": 0}, {"steps": 1.5}):
+        with pytest.raises(ValueError):
+            AdversarialView(model, loss_fn, **{"epsilon": EPS, **kwargs})

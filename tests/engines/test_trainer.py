@@ -302,3 +302,32 @@ def test_a_countermeasure_that_moves_the_labels_gets_and_returns_them(tiny_data)
     inverted.generator_transform = _LabelView(lambda y: 1 - y)
     inverted.run()
     assert not torch.equal(_flat(pert_plain), _flat(pert_inv))
+
+
+def test_rem_view_attacks_the_trainers_own_surrogate(tiny_data):
+    """REM (``AdversarialView`` on the trainer's surrogate in both phases): every step of both phases is attacked
+    on the surrogate being trained, and the attack changes what both networks learn (against the same run without
+    it); the attack leaves the surrogate's gradients to the phase's own loss."""
+    from monai.losses import DiceCELoss
+
+    from monai_umed.defenses import AdversarialView
+
+    torch.manual_seed(0)
+    plain, pert_plain, sur_plain = _make_trainer(tiny_data, steps=4, phase_steps=2, generator_epochs=1)
+    plain.run()
+    torch.manual_seed(0)
+    rem, pert_rem, sur_rem = _make_trainer(tiny_data, steps=4, phase_steps=2, generator_epochs=1)
+    calls = []
+
+    class Counting(AdversarialView):
+        def __call__(self, images, labels):
+            calls.append((self.network.training, images.requires_grad))
+            return super().__call__(images, labels)
+
+    rem.generator_transform = rem.surrogate_transform = Counting(
+        sur_rem, DiceCELoss(to_onehot_y=True, softmax=True), epsilon=8 / 255, steps=2
+    )
+    rem.run()
+    # generator steps: eval-mode surrogate, protected batch with gradient; surrogate steps: train mode, no gradient
+    assert calls == [(False, True)] * 2 + [(True, False)] * 2
+    assert not torch.equal(_flat(pert_plain), _flat(pert_rem)) and not torch.equal(_flat(sur_plain), _flat(sur_rem))
