@@ -174,6 +174,9 @@ def robust_countermeasures(robust: Any) -> list[str] | None:
     return names
 
 
+_REM_OFF = ("0", "0.0", "false", "off", "none", "")
+
+
 def robust_transform(
     robust: Any,
     spatial_dims: int = 2,
@@ -203,7 +206,7 @@ def robust_transform(
         from monai_umed.defenses import EOTDefense
 
         view = EOTDefense(names, generator=torch.Generator().manual_seed(int(seed)))
-    off = rem_epsilon is None or rem_epsilon is False or str(rem_epsilon).strip().lower() in ("0", "0.0", "false", "off", "none", "")
+    off = rem_epsilon is None or rem_epsilon is False or str(rem_epsilon).strip().lower() in _REM_OFF
     rem = 0.0 if off else parse_epsilon(rem_epsilon, "rem_epsilon")
     if rem > 0:
         if surrogate is None or loss_function is None:
