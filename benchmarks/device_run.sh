@@ -11,6 +11,12 @@
 #   C  protect at 96x96 with k = 4 generator epochs and 12 surrogate epochs (fp32), then U-Net exploiters
 #      (30 epochs, batch 16, Adam 1e-3) under the defenses none, gaussian_blur, jpeg (quality 30), adversarial_training
 #   D  at 96x96: k = 1 with 30 surrogate epochs, and k = 4 / 12 trained at 64x64, each followed by the same U-Net
+#   E  protect with the CUDA defaults and nothing else (224x224, AMP, 2048 steps, verification on) on each dataset
+#      of DATASETS_E, then U-Net exploiters (30 epochs, batch 16, Adam 1e-3) at 224 on the clean and the protected
+#      training set and at 96 on the protected one
+#   F  REM at 96x96 (fp32): --epsilon 8/255 --rem_epsilon 4/255 on DATA_F, then U-Net exploiters at 96 under the
+#      defenses adversarial_training and none
+# Datasets live in .gpu_data/NAME with the seed-0 split .gpu_data/NAME.split.json (DATA / SPLIT for tracks A-D).
 # Sizes are environment variables so that a dry run on the CPU can shrink them.
 # Measured 2026-11-26 on an H100: with all four tracks at once, protect at 224 slowed from 4.6 to 7.5 s per epoch
 # and B missed its 400 s limit; give B the GPU with at most A beside it. TRACKS=B alone (after the pipeline and
@@ -22,7 +28,7 @@ if [ -d .whl ]; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; W=${WORK:-/tmp/umed_device}; mkdir -p "$W"
-D=${DATA:-.gpu_data/busi_224}; S=${SPLIT:-.gpu_data/split.json}
+G=${GPU_DATA:-.gpu_data}; D=${DATA:-$G/busi_224}; S=${SPLIT:-$G/split.json}
 T_END=$(( $(date +%s) + ${TOTAL_S:-575} ))          # every step is cut at this time
 NW=${NUM_WORKERS:-2}; TRACKS=" ${TRACKS:-A B} "
 E224=${E224_EPOCHS:-150}; P224=${P224_EPOCHS:-20}; K224=${K224:-1}; S224=${SIZE224:-224}
@@ -39,10 +45,12 @@ step() {  # step NAME MAX_SECONDS CMD...: run CMD under min(MAX_SECONDS, time le
   echo "$name rc=$rc seconds=$(( $(date +%s) - t0 ))" | tee -a "$OUT/steps.txt"; return $rc; }
 protect() {  # protect NAME OUTDIR SIZE SURROGATE_EPOCHS EXTRA...
   local name=$1 out=$2 size=$3 epochs=$4; shift 4
-  step "$name" 400 python3 -m monai.bundle run protect --config_file bundles/umed/configs/protect.json \
-    --dataset_dir "$D" --datalist "$S" --output_dir "$out" --image_size "$size" --surrogate_epochs "$epochs" \
-    --num_workers "$NW" $LR "$@"
-  python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['summary']; print(json.dumps(s))" "$out/manifest.json" \
+  protect_args "$name" "$out" --image_size "$size" --surrogate_epochs "$epochs" $LR "$@"; }
+protect_args() {  # protect_args NAME OUTDIR ARGS...: protect with these arguments and the config's defaults
+  local name=$1 out=$2; shift 2
+  step "$name" "${PROTECT_LIMIT:-400}" python3 -m monai.bundle run protect --config_file bundles/umed/configs/protect.json \
+    --dataset_dir "$D" --datalist "$S" --output_dir "$out" --num_workers "$NW" "$@"
+  python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(json.dumps(dict(m['summary'], verification=m.get('verification'))))" "$out/manifest.json" \
     > "$OUT/$name.summary.json" 2>&1; }
 exploit() {  # exploit NAME OUTDIR SIZE EPOCHS BATCH LR EXTRA... (exploiter: $NET, default unet)
   local name=$1 out=$2 size=$3 epochs=$4 batch=$5 lr=$6; shift 6
@@ -72,6 +80,22 @@ on D && ( protect D_k1 "$W/D_k1" "$S96" $(( P96 * 5 / 2 )) --generator_epochs 1 
   && exploit D_k1_unet "$W/D_k1_unet" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/D_k1/protected" ) &
 on D && ( protect D_size64 "$W/D_s64" "$S64" "$P96" --amp false \
   && exploit D_size64_unet "$W/D_s64_unet" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/D_s64/protected" ) &
+# E: the CUDA defaults on each dataset, then exploiters at 224 (clean and protected) and 96 (protected)
+for ds in ${DATASETS_E:-shenzhen_cxr_224 cvc_clinicdb_224}; do
+  on E && ( export D=$G/$ds S=$G/$ds.split.json
+    exploit "E_${ds}_clean224" "$W/E_${ds}_c224" "$S224" "$E96" 16 0.001 &
+    PROTECT_LIMIT=${E_PROTECT_LIMIT:-420} protect_args "E_${ds}_protect" "$W/E_${ds}_p" ${E_ARGS:-} \
+      && { exploit "E_${ds}_protected224" "$W/E_${ds}_e224" "$S224" "$E96" 16 0.001 --train_dir "$W/E_${ds}_p/protected" &
+           exploit "E_${ds}_protected96" "$W/E_${ds}_e96" "$S96" "$E96" 16 0.001 --train_dir "$W/E_${ds}_p/protected"; }
+    wait ) &
+done
+# F: REM (8/255, inner attack 4/255) at 96x96, then U-Net under adversarial training and without a defense
+on F && ( export D=$G/${DATA_F:-cvc_clinicdb_224} S=$G/${DATA_F:-cvc_clinicdb_224}.split.json
+  PROTECT_LIMIT=${F_PROTECT_LIMIT:-400} protect_args F_rem_protect "$W/F_rem" --image_size "$S96" --amp false \
+    --epsilon 8/255 --rem_epsilon 4/255 ${F_ARGS:-} --verify false \
+  && for def in adversarial_training none; do
+       exploit "F_rem_$def" "$W/F_rem_$def" "$S96" "$E96" 16 0.001 --amp false --train_dir "$W/F_rem/protected" --defense $def &
+     done; wait ) &
 wait
 { cat "$OUT/steps.txt"; grep -h "RESULT\|protected dataset:" "$OUT"/*.log
   for f in "$OUT"/*.json; do [ -e "$f" ] && echo "$(basename "$f") $(cat "$f")"; done

@@ -47,4 +47,7 @@ from monai_umed.apps.verify import (
     verification_split,
     verify_defenses,
     verify_protection,
+    verify_sizes,
+    size_verdict,
+    COARSE_SIZE_MAX,
 )

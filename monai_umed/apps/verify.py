@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,9 @@ __all__ = [
     "defense_verdict",
     "verification_split",
     "verify_defenses",
+    "verify_sizes",
+    "size_verdict",
+    "COARSE_SIZE_MAX",
     "verify_protection",
     "protection_verdict",
     "report_verification",
@@ -84,6 +88,10 @@ MIN_REFERENCE_DSC = 0.5
 #: Files whose smaller side exceeds the verification exploiter's size by more than this factor get a resolution
 #: caveat: the perturbation is learnt (or not) on the grid the exploiter trains on, and the check tried one grid.
 RESOLUTION_RATIO = 1.5
+#: ``--verify_sizes auto`` also verifies at half the verification size, at most this many pixels (a multiple of 16,
+#: at least 32): an exploiter chooses the size it trains at, and a perturbation learnt on one grid can vanish on a
+#: coarser one (docs/DESIGN.md, "Exploiter resolution").
+COARSE_SIZE_MAX = 96
 #: Keys of the dict returned by :func:`verify_protection` (the manifest's ``"verification"`` entry).
 VERIFICATION_KEYS: tuple[str, ...] = (
     "protected_dsc",
@@ -284,6 +292,34 @@ def _inconclusive(name: str, clean_dsc: float, word: str) -> str:
     )
 
 
+def _side_verdict(
+    against: str,
+    trained: str,
+    at: str,
+    consequence: str,
+    protected_dsc: float | None,
+    clean_dsc: float | None,
+    protected_dsc_best: float | None,
+) -> tuple[bool, str]:
+    """The verdict of one side check (a countermeasure, another size) by the rule of :func:`protection_verdict`:
+    weak when the final or best-epoch DSC exceeds ``WEAK_RATIO`` x ``clean_dsc``. ``against`` names what is checked
+    ("JPEG compression"), ``trained`` how the exploiter trained ("a U-Net trained on ..."), ``at`` qualifies the clean
+    reference ("" or " at that size"), ``consequence`` ends the weak message."""
+    best = protected_dsc if protected_dsc_best is None else protected_dsc_best
+    if protected_dsc is None or clean_dsc is None:
+        return False, f"the protection against {against} could not be verified (no held-out image was scored)."
+    if max(protected_dsc, best if best is not None else protected_dsc) > WEAK_RATIO * clean_dsc:
+        return False, (
+            f"THE DATA IS NOT PROTECTED AGAINST {re.sub(r'(?<=[0-9])X(?=[0-9])', 'x', against.upper())}: {trained} reaches DSC {protected_dsc:.2f} "
+            f"({_fmt(best)} at its best epoch) on clean held-out images ({clean_dsc:.2f} when trained on the "
+            f"originals{at}). {consequence}"
+        )
+    return True, (
+        f"protected against {against}: {trained} reaches DSC {protected_dsc:.2f} ({_fmt(best)} at its best epoch; "
+        f"{clean_dsc:.2f} clean{at})."
+    )
+
+
 def defense_verdict(
     defense: str,
     protected_dsc: float | None,
@@ -295,19 +331,8 @@ def defense_verdict(
     files before training: weak, by the rule of :func:`protection_verdict`, when its final or best-epoch DSC on the
     clean fold exceeds ``WEAK_RATIO`` x the undefended clean reference."""
     name, label = _display_name(exploiter), DEFENSE_LABELS.get(str(defense).lower(), str(defense))
-    best = protected_dsc if protected_dsc_best is None else protected_dsc_best
-    if protected_dsc is None or clean_dsc is None:
-        return False, f"the protection against {label} could not be verified (no held-out image was scored)."
-    if max(protected_dsc, best if best is not None else protected_dsc) > WEAK_RATIO * clean_dsc:
-        return False, (
-            f"THE DATA IS NOT PROTECTED AGAINST {label.upper()}: a {name} trained on the protected files after "
-            f"{label} reaches DSC {protected_dsc:.2f} ({_fmt(best)} at its best epoch) on clean held-out images "
-            f"({clean_dsc:.2f} when trained on the originals). An exploiter who applies it learns the task."
-        )
-    return True, (
-        f"protected against {label}: a {name} trained on the protected files after {label} reaches DSC "
-        f"{protected_dsc:.2f} ({_fmt(best)} at its best epoch; {clean_dsc:.2f} clean)."
-    )
+    return _side_verdict(label, f"a {name} trained on the protected files after {label}", "",
+                         "An exploiter who applies it learns the task.", protected_dsc, clean_dsc, protected_dsc_best)
 
 
 def verify_defenses(defenses: Any, spatial_dims: int = 2) -> list[str]:
@@ -332,6 +357,60 @@ def verify_defenses(defenses: Any, spatial_dims: int = 2) -> list[str]:
     if int(spatial_dims) == 3 and set(names) & {"jpeg", "grayscale", "augment"}:
         raise UserInputError("--verify_defenses: jpeg, grayscale and augment work on 2D images only.")
     return names
+
+
+def size_verdict(
+    size: int,
+    protected_dsc: float | None,
+    clean_dsc: float | None,
+    protected_dsc_best: float | None = None,
+    exploiter: str = "unet",
+) -> tuple[bool, str]:
+    """``(protected, message)`` for an exploiter that trains at ``size`` x ``size`` instead of the verification's
+    size: weak, by the rule of :func:`protection_verdict`, when its final or best-epoch DSC on the clean fold exceeds
+    ``WEAK_RATIO`` x the DSC of the same exploiter trained on the clean files at that size (``clean_dsc``); when
+    that clean run stays below :data:`MIN_REFERENCE_DSC` the message says the check is inconclusive."""
+    name = _display_name(exploiter)
+    ok, message = _side_verdict(
+        f"an exploiter that trains at {int(size)}x{int(size)}", f"a {name} trained at that size on the protected files",
+        " at that size", "The perturbation does not survive the resize to that size; an exploiter who trains there "
+        "learns the task.", protected_dsc, clean_dsc, protected_dsc_best)
+    return ok, message + (_inconclusive(name, clean_dsc, "however") if ok and clean_dsc is not None else "")
+
+
+def verify_sizes(sizes: Any, image_size: int, spatial_dims: int = 2) -> list[int]:
+    """The other exploiter sizes the self-verification tries (``--verify_sizes``): ``"auto"`` -> for images, half of
+    ``image_size`` rounded down to a multiple of 16, at most :data:`COARSE_SIZE_MAX` and at least 32 (none when that
+    is not smaller than ``image_size``), for volumes none; ``"none"`` / empty -> none; else a comma list (or list) of
+    sizes, each a multiple of 16 of at least 32; ``image_size`` itself is left out (the main runs cover it).
+
+    Raises:
+        UserInputError: a size that is not an integer multiple of 16 of at least 32, or sizes for volumes.
+    """
+    if sizes is None or str(sizes).strip().lower() in ("none", "false", ""):
+        return []
+    if isinstance(sizes, str) and sizes.strip().lower() == "auto":
+        if int(spatial_dims) != 2:
+            return []
+        coarse = max(32, min(COARSE_SIZE_MAX, int(image_size) // 2) // 16 * 16)
+        return [coarse] if coarse < int(image_size) else []
+    if int(spatial_dims) != 2:
+        raise UserInputError("--verify_sizes works on 2D images only (volumes are verified on patches).")
+    names = sizes if isinstance(sizes, (list, tuple)) else str(sizes).split(",")
+    out: list[int] = []
+    for n in names:
+        text = str(n).strip()
+        if not text:
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 32 or value % 16:
+            raise UserInputError(f"--verify_sizes: {text!r} is not a size in pixels that is a multiple of 16 and at least 32.")
+        if value != int(image_size) and value not in out:
+            out.append(value)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- verification
@@ -402,6 +481,7 @@ def verify_protection(
     device: str | torch.device | None = None,
     progress: bool = False,
     defenses: Sequence[str] = (),
+    sizes: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Train a fresh exploiter on the written protected files and score it on clean held-out originals.
 
@@ -442,11 +522,17 @@ def verify_protection(
             undefended clean reference by :func:`defense_verdict`; the result's ``"defenses"`` maps each name to
             ``{"dsc", "dsc_best", "protected", "message", "metrics"}``. The main verdict (``protected``) stays the
             undefended one.
+        sizes: other training sizes to try (e.g. ``[48]``, from :func:`verify_sizes`): two more runs per size, on the
+            protected and on the clean files at that size (``work_dir/protected_<size>px``, ``work_dir/clean_<size>px``),
+            judged by :func:`size_verdict`; the result's ``"sizes"`` maps each size (a string) to ``{"dsc",
+            "dsc_best", "clean_dsc", "clean_dsc_best", "protected", "message", "conclusive", "metrics",
+            "clean_metrics"}``. The
+            main verdict stays the one at ``image_size``.
 
     Returns:
         ``{"protected_dsc", "clean_dsc", "protected_dsc_best", "clean_dsc_best", "exploiter", "exploiter_kwargs",
         "n_train", "n_test", "steps", "max_epochs", "val_interval", "image_size", "seconds", "protected", "message", "seed",
-        "fold", "conclusive", "protected_metrics", "clean_metrics", "defenses", "native_size",
+        "fold", "conclusive", "protected_metrics", "clean_metrics", "defenses", "sizes", "native_size",
         "resolution_caveat"}``: ``steps`` is the number of optimisation
         steps of one run (``max_epochs * ceil(n_train / batch_size)``), ``seconds`` the wall time of both runs,
         ``protected`` / ``message`` the verdict of :func:`protection_verdict`, ``fold`` the names of the held-out
@@ -517,6 +603,18 @@ def verify_protection(
         ok, msg = defense_verdict(defense, d["dsc"], clean_dsc, d.get("dsc_best", d["dsc"]), exploiter)
         defended[str(defense)] = {"dsc": d["dsc"], "dsc_best": d.get("dsc_best", d["dsc"]), "protected": ok,
                                   "message": msg, "metrics": str(work / f"protected_{defense}" / "metrics.json")}
+    at_size: dict[str, dict[str, Any]] = {}
+    for size in sizes:
+        other = dict(common, image_size=int(size))
+        sp = train_exploiter(root, datalist, work / f"protected_{int(size)}px", train_dir=protected_dir, **other)
+        sc = train_exploiter(root, datalist, work / f"clean_{int(size)}px", train_dir=None, **other)
+        sp_best, sc_best = sp.get("dsc_best", sp["dsc"]), sc.get("dsc_best", sc["dsc"])
+        ok, msg = size_verdict(int(size), sp["dsc"], sc["dsc"], sp_best, exploiter)
+        at_size[str(int(size))] = {"dsc": sp["dsc"], "dsc_best": sp_best, "clean_dsc": sc["dsc"], "clean_dsc_best": sc_best,
+                                   "protected": ok, "message": msg,
+                                   "conclusive": sc["dsc"] is not None and sc["dsc"] >= MIN_REFERENCE_DSC,
+                                   "metrics": str(work / f"protected_{int(size)}px" / "metrics.json"),
+                                   "clean_metrics": str(work / f"clean_{int(size)}px" / "metrics.json")}
     n_train = int(p.get("n_train", len(train_items)))
     return {
         "protected_dsc": protected_dsc,
@@ -540,6 +638,7 @@ def verify_protection(
         "protected_metrics": str(work / "protected" / "metrics.json"),
         "clean_metrics": str(work / "clean" / "metrics.json"),
         "defenses": defended,
+        "sizes": at_size,
         "native_size": None if native is None else list(native),
         "resolution_caveat": resolution_caveat(int(image_size), native),
     }
@@ -609,8 +708,9 @@ def report_verification(
         logger.warning("%s", result["message"])
     elif result.get("conclusive") is False:
         logger.warning("%s", result["message"])
-    for entry in (result.get("defenses") or {}).values():
-        (logger.info if entry["protected"] else logger.warning)("%s", entry["message"])
+    for entry in [*(result.get("defenses") or {}).values(), *(result.get("sizes") or {}).values()]:
+        weak = not entry["protected"] or entry.get("conclusive") is False
+        (logger.warning if weak else logger.info)("%s", entry["message"])
     if result.get("resolution_caveat"):
         logger.warning("%s", result["resolution_caveat"])
     if require_dsc is not None:

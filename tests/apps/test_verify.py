@@ -406,3 +406,53 @@ def test_long_runs_on_few_images_score_the_fold_about_32_times(tmp_path, monkeyp
     assert [c["max_epochs"] for c in calls] == [epochs, epochs]
     assert [c["val_interval"] for c in calls] == [interval, interval]
     assert result["val_interval"] == interval and math.ceil(epochs / interval) <= VERIFY_EVALUATIONS
+
+
+# ------------------------------------------------------------------------------------------------- other sizes
+def test_verify_sizes_and_size_verdict():
+    """``--verify_sizes auto`` is half the verification size (a multiple of 16, 32..96) for images and nothing for
+    volumes; explicit sizes are checked; the verdict at a size uses the clean run at that size and the 0.5 rule."""
+    from monai_umed.apps import size_verdict, verify_sizes
+
+    assert verify_sizes("auto", 96) == [48] and verify_sizes("auto", 224) == [96] and verify_sizes("auto", 64) == [32]
+    assert verify_sizes("auto", 32) == [] and verify_sizes("auto", 96, spatial_dims=3) == []
+    assert verify_sizes("none", 96) == [] == verify_sizes(None, 96)
+    assert verify_sizes("64, 128,96", 96) == [64, 128] == verify_sizes([64, 128], 96)
+    for bad in ("50", "16", "big"):
+        with pytest.raises(UserInputError, match="--verify_sizes"):
+            verify_sizes(bad, 96)
+    with pytest.raises(UserInputError, match="2D images only"):
+        verify_sizes("64", 96, spatial_dims=3)
+    ok, msg = size_verdict(96, 0.05, 0.8, 0.35)
+    assert ok and msg.startswith("protected against an exploiter that trains at 96x96")
+    weak, msg = size_verdict(96, 0.76, 0.76, 0.77)
+    assert not weak and msg.startswith("THE DATA IS NOT PROTECTED AGAINST AN EXPLOITER THAT TRAINS AT 96x96") and "0.76" in msg
+    assert not size_verdict(48, None, 0.8)[0]
+    unknown, msg = size_verdict(48, 0.05, 0.3, 0.1)  # the clean run at that size did not learn the task
+    assert unknown and "inconclusive" in msg and "--verify_steps" in msg
+
+
+def test_other_sizes_are_verified_against_their_own_clean_reference(tmp_path, monkeypatch, verify_log):
+    """``sizes=[48]``: a protected and a clean run at 48 px beside the main runs, with the same other settings; the
+    verdict at 48 px uses the 48-px clean run; the main verdict is unchanged; a weak size is a WARNING naming it."""
+    calls = []
+
+    def fake_train(dataset_dir, datalist, output_dir, train_dir=None, defense="none", image_size=96, **kwargs):
+        calls.append((Path(output_dir).name, train_dir, image_size, kwargs["seed"], kwargs["max_epochs"]))
+        dsc = {(96, True): 0.05, (96, False): 0.8, (48, True): 0.6, (48, False): 0.7}[(image_size, train_dir is not None)]
+        return {"dsc": dsc, "dsc_best": dsc, "n_train": len(datalist["training"]), "n_test": len(datalist["test"])}
+
+    monkeypatch.setattr(verify_mod, "train_exploiter", fake_train)
+    (tmp_path / "protected").mkdir()
+    result = verify_protection("/data", _entries(30), tmp_path / "protected", tmp_path / "v", image_size=96, sizes=[48])
+    assert [c[:3] for c in calls] == [("protected", tmp_path / "protected", 96), ("clean", None, 96),
+                                      ("protected_48px", tmp_path / "protected", 48), ("clean_48px", None, 48)]
+    assert len({c[3:] for c in calls}) == 1  # same seed and schedule for every run
+    assert result["protected"] is True
+    at48 = result["sizes"]["48"]
+    assert at48["protected"] is False and at48["dsc"] == 0.6 and at48["clean_dsc"] == 0.7
+    assert at48["metrics"].endswith("protected_48px/metrics.json") and at48["conclusive"] is True
+    report_verification(result, _manifest(tmp_path))
+    warnings = [r.getMessage() for r in verify_log.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("THE DATA IS NOT PROTECTED AGAINST AN EXPLOITER THAT TRAINS AT 48x48")
+    assert json.loads((tmp_path / "manifest.json").read_text())["verification"]["sizes"]["48"]["clean_dsc"] == 0.7

@@ -110,15 +110,22 @@ def test_protect_verifies_what_it_wrote_and_warns_when_unprotected(tmp_path):
     # the fold is every image's original, and every image, the fold included, was written
     assert manifest["summary"]["num_images"] == 24 and set(v["fold"]) <= {e["name"] for e in manifest["images"]}
     assert v["image_size"] == 32 and v["native_size"] == [32, 32] and v["resolution_caveat"] is None
-    # 64-pixel files, verification exploiter at 32 px (--verify_image_size): a resolution WARNING; --require_dsc 0
+    assert v["sizes"] == {}  # --verify_sizes auto: half of 32 px is below the smallest size, no other size
+    # 64-pixel files, verification exploiter at 32 px (--verify_image_size): a resolution WARNING; --require_dsc 0;
+    # --verify_sizes 64: the exploiter also trains at the files' own size, on the protected and the clean files
     big = make_synthetic_dataset(tmp_path / "input64", num_images=24, size=(64, 64), seed=3)
     proc = _bundle("protect", "protect.json", "--dataset_dir", str(big), "--output_dir", str(tmp_path / "o2"),
-                   *STEPS, "--epsilon", "1/255", "--require_dsc", "0.0", "--verify_image_size", "32", check=False)
+                   *STEPS, "--epsilon", "1/255", "--require_dsc", "0.0", "--verify_image_size", "32",
+                   "--verify_sizes", "64", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "monai_umed: error:" in proc.stderr and "require_dsc" in proc.stderr
     v2 = json.loads((tmp_path / "o2" / "manifest.json").read_text())["verification"]
     assert v2["image_size"] == 32 and "trained at 32x32, but the files are about 64x64" in v2["resolution_caveat"]
     assert "--verify_image_size 64" in proc.stdout + proc.stderr
+    at64 = v2["sizes"]["64"]
+    for kind in ("metrics", "clean_metrics"):
+        assert json.loads(Path(at64[kind]).read_text())["image_size"] == 64
+    assert at64["message"] in proc.stdout + proc.stderr
     # a size the verification exploiter cannot train at is refused before any training
     proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "o3"),
                    *STEPS, "--verify_image_size", "16", check=False)
