@@ -310,9 +310,9 @@ def _side_verdict(
         return False, f"the protection against {against} could not be verified (no held-out image was scored)."
     if max(protected_dsc, best if best is not None else protected_dsc) > WEAK_RATIO * clean_dsc:
         return False, (
-            f"THE DATA IS NOT PROTECTED AGAINST {re.sub(r'(?<=[0-9])X(?=[0-9])', 'x', against.upper())}: {trained} reaches DSC {protected_dsc:.2f} "
-            f"({_fmt(best)} at its best epoch) on clean held-out images ({clean_dsc:.2f} when trained on the "
-            f"originals{at}). {consequence}"
+            f"THE DATA IS NOT PROTECTED AGAINST {re.sub(r'(?<=[0-9])X(?=[0-9])', 'x', against.upper())}: {trained} "
+            f"reaches DSC {protected_dsc:.2f} ({_fmt(best)} at its best epoch) on clean held-out images "
+            f"({clean_dsc:.2f} when trained on the originals{at}). {consequence}"
         )
     return True, (
         f"protected against {against}: {trained} reaches DSC {protected_dsc:.2f} ({_fmt(best)} at its best epoch; "
@@ -526,8 +526,7 @@ def verify_protection(
             protected and on the clean files at that size (``work_dir/protected_<size>px``, ``work_dir/clean_<size>px``),
             judged by :func:`size_verdict`; the result's ``"sizes"`` maps each size (a string) to ``{"dsc",
             "dsc_best", "clean_dsc", "clean_dsc_best", "protected", "message", "conclusive", "metrics",
-            "clean_metrics"}``. The
-            main verdict stays the one at ``image_size``.
+            "clean_metrics"}``. The main verdict stays the one at ``image_size``.
 
     Returns:
         ``{"protected_dsc", "clean_dsc", "protected_dsc_best", "clean_dsc_best", "exploiter", "exploiter_kwargs",
