@@ -15,6 +15,8 @@ from monai_umed.apps.protect import (
     training_size,
     robust_countermeasures,
     robust_transform,
+    rescale_scale,
+    RESCALE_AUTO,
     infer_channels,
     latest_checkpoint,
     parse_epsilon,

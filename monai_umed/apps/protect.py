@@ -42,6 +42,8 @@ __all__ = [
     "training_size",
     "robust_countermeasures",
     "robust_transform",
+    "rescale_scale",
+    "RESCALE_AUTO",
     "umed_transforms",
     "latest_checkpoint",
     "as_bool",
@@ -177,6 +179,36 @@ def robust_countermeasures(robust: Any) -> list[str] | None:
 _REM_OFF = ("0", "0.0", "false", "off", "none", "")
 
 
+#: ``--rescale auto`` on 2D images: the generators also meet the batch at 40-100 % of the training size, which covers
+#: the verification's coarser size (half of it, ``--verify_sizes auto``) on the CPU (96 -> 48) and on CUDA (224 -> 96)
+RESCALE_AUTO = 0.4
+
+
+def rescale_scale(rescale: Any, spatial_dims: int = 2) -> float | None:
+    """The smallest training size of ``--rescale`` as a fraction of the protector's (``None``: off).
+
+    ``auto``: :data:`RESCALE_AUTO` for 2D images, off for 3D volumes (their patches are already small: 32 voxels on
+    the CPU); ``0``, ``false``, ``none``: off; a number in (0, 1), e.g. ``0.4``: the generators also meet the
+    surrogate on the protected batch resized to 40-100 % of the training size
+    (:class:`monai_umed.defenses.RescaleView`).
+
+    Raises:
+        UserInputError: anything else.
+    """
+    if str(rescale).strip().lower() == "auto":
+        return RESCALE_AUTO if int(spatial_dims) == 2 else None
+    if rescale is None or rescale is False or str(rescale).strip().lower() in _REM_OFF:
+        return None
+    try:
+        value = float(rescale)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value < 1:
+        raise UserInputError(f"--rescale {rescale!r}: give the smallest training size as a fraction of --image_size, "
+                             f"a number between 0 and 1 (e.g. 0.4), auto, or 0 to turn it off.")
+    return value
+
+
 def robust_transform(
     robust: Any,
     spatial_dims: int = 2,
@@ -185,18 +217,22 @@ def robust_transform(
     loss_function: Any = None,
     rem_epsilon: Any = 0,
     rem_steps: int = 3,
+    rescale: Any = 0,
+    multiple: int = 16,
 ) -> Any:
-    """The generators' (and the surrogate's) view of the protected images for ``--robust`` and ``--rem_epsilon``.
+    """The generators' (and the surrogate's) view of the protected images for ``--robust``, ``--rescale`` and
+    ``--rem_epsilon``, applied in that order.
 
     ``--robust``: :class:`monai_umed.defenses.EOTDefense` over :func:`robust_countermeasures` (a random
-    differentiable countermeasure per image, seeded with ``seed``). ``--rem_epsilon`` > 0: robust error-minimising
-    noise, :class:`monai_umed.defenses.AdversarialView` (a ``rem_steps``-step PGD attack of radius ``rem_epsilon``
-    on ``surrogate``'s ``loss_function``, after the countermeasure when both are given). ``None`` when neither is
-    asked for.
+    differentiable countermeasure per image, seeded with ``seed``). ``--rescale`` (:func:`rescale_scale`): the
+    exploiter's choice of a smaller training size, :class:`monai_umed.defenses.RescaleView` down to ``rescale``
+    times the training size in steps of ``multiple`` (the surrogate's total stride). ``--rem_epsilon`` > 0: robust
+    error-minimising noise, :class:`monai_umed.defenses.AdversarialView` (a ``rem_steps``-step PGD attack of radius
+    ``rem_epsilon`` on ``surrogate``'s ``loss_function``, after the other views). ``None`` when none is asked for.
 
     Raises:
         UserInputError: ``--robust`` on 3D volumes (the countermeasures are 2D image operations), an unknown name,
-            or a ``--rem_epsilon`` outside [0, 1) (0: off).
+            a ``--rescale`` outside (0, 1) (0: off), or a ``--rem_epsilon`` outside [0, 1) (0: off).
     """
     names = robust_countermeasures(robust)
     view = None
@@ -206,6 +242,12 @@ def robust_transform(
         from monai_umed.defenses import EOTDefense
 
         view = EOTDefense(names, generator=torch.Generator().manual_seed(int(seed)))
+    scale = rescale_scale(rescale, spatial_dims)
+    if scale is not None:
+        from monai_umed.defenses import RescaleView
+
+        view = RescaleView(scale, multiple=int(multiple), countermeasure=view,
+                           generator=torch.Generator().manual_seed(int(seed) + 2))
     off = rem_epsilon is None or rem_epsilon is False or str(rem_epsilon).strip().lower() in _REM_OFF
     rem = 0.0 if off else parse_epsilon(rem_epsilon, "rem_epsilon")
     if rem > 0:

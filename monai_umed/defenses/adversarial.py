@@ -246,10 +246,9 @@ class AdversarialView:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.countermeasure is not None:
-            if getattr(self.countermeasure, "moves_labels", False):
-                images, labels = self.countermeasure(images, labels)
-            else:
-                images = self.countermeasure(images)
+            from monai_umed.engines import countermeasure_view
+
+            images, labels = countermeasure_view(self.countermeasure, images, labels)
         gen = self.generator
         if gen is not None and gen.device != images.device:
             gen = None

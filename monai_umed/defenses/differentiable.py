@@ -13,7 +13,9 @@ to the same shape, lets gradients through to its input, and matches the exploite
 - :func:`gaussian_blur_batch`, :func:`median_batch`, :func:`resample_batch`, :func:`grayscale_batch`;
 - :func:`augment_batch` -- the ``augment`` recipe (flips, affine, elastic, gamma, intensity scaling, noise, channel
   order), which moves the image and so returns the label moved with it;
-- :class:`EOTDefense` draws one of them per image.
+- :class:`EOTDefense` draws one of them per image;
+- :class:`RescaleView` -- the exploiter's choice of training size: the batch resized to a random smaller size as
+  the exploiter's ``Resized(anti_aliasing=True)`` does (:func:`antialiased_resize`), the labels with it.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import torch.nn.functional as F
 
 from monai_umed.defenses.transforms import LUMA_WEIGHTS, gaussian_kernel_1d
 
-__all__ = ["EOT_TRANSFORMS", "ROBUST_DEFAULT", "DiffJPEG", "EOTDefense", "augment_batch", "gaussian_blur_batch",
-           "grayscale_batch", "median_batch", "resample_batch", "ste_round"]
+__all__ = ["EOT_TRANSFORMS", "ROBUST_DEFAULT", "DiffJPEG", "EOTDefense", "RescaleView", "antialiased_resize",
+           "augment_batch", "gaussian_blur_batch", "grayscale_batch", "median_batch", "resample_batch", "ste_round"]
 
 #: the IJG (libjpeg) base quantisation tables, luminance and chrominance, row-major 8x8
 _Q_LUMA = [
@@ -300,3 +302,110 @@ class EOTDefense(nn.Module):
             else:
                 out = out.index_copy(0, idx, self.apply(name, x[idx]))
         return out if label is None else (out, moved)
+
+
+def antialiased_resize(x: torch.Tensor, size: Sequence[int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize a batch ``[B, C, *spatial]`` to ``size`` as MONAI's ``Resize(..., anti_aliasing=True)`` resizes one
+    image, and differentiably: along every axis that shrinks by a factor ``f > 1`` a Gaussian of sigma
+    ``(f - 1) / 2`` first (MONAI's ``GaussianFilter``, as ``GaussianSmooth`` applies it), then linear interpolation
+    (``align_corners=False``). ``mode="nearest"`` resizes label maps without smoothing, as ``Resize(mode="nearest")``.
+    """
+    spatial = tuple(int(s) for s in x.shape[2:])
+    size = tuple(int(s) for s in size)
+    if len(size) != len(spatial):
+        raise ValueError(f"size {size} does not match the batch's {len(spatial)} spatial axes.")
+    if size == spatial:
+        return x
+    if mode == "nearest":
+        return F.interpolate(x.float(), size=size, mode="nearest").to(x.dtype)
+    if mode != "bilinear":
+        raise ValueError(f"mode must be 'bilinear' or 'nearest', got {mode!r}.")
+    factors = [i / o for i, o in zip(spatial, size)]
+    if any(f > 1 for f in factors):
+        from monai.networks.layers import GaussianFilter
+
+        sigma = [max(0.0, (f - 1) / 2) for f in factors]
+        x = GaussianFilter(len(size), sigma, approx="erf").to(x.device)(x)
+    linear = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+    return F.interpolate(x, size=size, mode=linear, align_corners=False)
+
+
+class RescaleView(nn.Module):
+    """The protected batch as an exploiter that trains at a smaller size sees it: the whole batch resized to a
+    random smaller size with :func:`antialiased_resize` (the exploiter pipeline's ``Resized(anti_aliasing=True)``),
+    the labels with nearest neighbour.
+
+    An exploiter chooses the size it trains at, and a perturbation learnt on one grid is averaged away by a resize to
+    half of it (README, issue 10: a 48-px U-Net learns from 96-px-protected BUSI files as from clean ones). Training
+    the generators (and the surrogate) through this view -- expectation over the exploiter's training size --
+    asks for a perturbation that survives the resize.
+
+    A draw keeps the batch as it is with probability ``keep``; otherwise it resizes to one of the smaller sizes
+    from ``min_scale`` times the batch's size up, in steps of ``multiple`` (the surrogate's total stride), drawn
+    uniformly (at 96 px, ``min_scale=0.4``: 48, 64 or 80; never below ``2 * multiple``). The view is a ``moves_labels``
+    transform: call ``view(images, labels)``, which returns both (see
+    :func:`monai_umed.engines.countermeasure_view`).
+
+    Args:
+        min_scale: the smallest size as a fraction of the training size, in (0, 1).
+        multiple: every resized axis is a multiple of this (e.g. 16 for a U-Net with four stride-2 levels).
+        keep: probability of the batch's own size.
+        countermeasure: optional view applied first (e.g. :class:`EOTDefense`), called like
+            :func:`~monai_umed.engines.countermeasure_view`.
+        generator: random source (``None``: the global one).
+    """
+
+    moves_labels = True
+
+    def __init__(
+        self,
+        min_scale: float = 0.4,
+        multiple: int = 16,
+        keep: float = 0.5,
+        countermeasure: nn.Module | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0 < float(min_scale) < 1:
+            raise ValueError(f"min_scale must be in (0, 1), got {min_scale}.")
+        if int(multiple) < 1:
+            raise ValueError(f"multiple must be >= 1, got {multiple}.")
+        if not 0 <= float(keep) <= 1:
+            raise ValueError(f"keep must be in [0, 1], got {keep}.")
+        self.min_scale = float(min_scale)
+        self.multiple = int(multiple)
+        self.keep = float(keep)
+        self.countermeasure = countermeasure
+        self.generator = generator
+
+    def candidates(self, length: int) -> list[int]:
+        """The smaller sizes an axis of ``length`` can be resized to: multiples of ``multiple`` from
+        ``min_scale * length`` (rounded up) to below ``length``, and at least ``2 * multiple`` (the deepest level of
+        the surrogate keeps two pixels a side: instance norm needs more than one)."""
+        m = self.multiple
+        low = max(2 * m, -(-math.ceil(self.min_scale * length) // m) * m)
+        return list(range(low, int(length), m))
+
+    def draw_size(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        """A random size for a batch of spatial size ``spatial``: ``spatial`` itself with probability ``keep``,
+        else the same uniform draw among each axis's :meth:`candidates` (an axis without any keeps its length)."""
+        spatial = tuple(int(s) for s in spatial)
+        u = torch.rand(2, generator=self.generator).tolist()
+        if u[0] < self.keep:
+            return spatial
+        sizes = []
+        for s in spatial:
+            c = self.candidates(s)
+            sizes.append(c[min(len(c) - 1, int(u[1] * len(c)))] if c else s)
+        return tuple(sizes)
+
+    def forward(self, x: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.countermeasure is not None:
+            from monai_umed.engines import countermeasure_view
+
+            x, label = countermeasure_view(self.countermeasure, x, label)
+        size = self.draw_size(x.shape[2:])
+        return antialiased_resize(x, size), antialiased_resize(label, size, mode="nearest")
+
+    def extra_repr(self) -> str:
+        return f"min_scale={self.min_scale}, multiple={self.multiple}, keep={self.keep}"

@@ -12,4 +12,5 @@ from monai_umed.engines.trainer import (
     umed_prepare_batch,
     umed_step_schedule,
     umed_total_epochs,
+    view_generators,
 )

@@ -29,6 +29,7 @@ __all__ = [
     "umed_step_schedule",
     "umed_total_epochs",
     "umed_prepare_batch",
+    "view_generators",
 ]
 
 
@@ -127,6 +128,22 @@ def countermeasure_view(
     if getattr(transform, "moves_labels", False):
         return transform(images, labels)
     return transform(images), labels
+
+
+def view_generators(*views: Any) -> list[torch.Generator]:
+    """The ``torch.Generator`` of each view (``generator_transform`` / ``surrogate_transform``) and of the views it
+    applies first (its ``countermeasure``, e.g. :class:`monai_umed.defenses.RescaleView` over an
+    :class:`~monai_umed.defenses.EOTDefense`), each once, in the order met."""
+    found: list[torch.Generator] = []
+    for view in views:
+        seen: set[int] = set()
+        while view is not None and id(view) not in seen:
+            seen.add(id(view))
+            generator = getattr(view, "generator", None)
+            if isinstance(generator, torch.Generator) and not any(generator is g for g in found):
+                found.append(generator)
+            view = getattr(view, "countermeasure", None)
+    return found
 
 
 class GeneratorState:
@@ -347,8 +364,9 @@ class UMedTrainer(Trainer):
 
     def checkpoint_dict(self) -> dict[str, Any]:
         """Everything needed to resume: both generators, the surrogate, both optimizers, AMP scalers, the epoch,
-        and the state of the data loader's random generator (when it has one), so that a resumed run draws the
-        same data order as the uninterrupted run and, on the CPU, ends with the same weights."""
+        and the state of the data loader's random generator (when it has one) and of the views'
+        (:func:`view_generators`), so that a resumed run draws the same data order and views as the uninterrupted
+        run and, on the CPU, ends with the same weights."""
         perturbator = unwrap(self.perturbator)
         objects = {
             "contour_generator": perturbator.contour,
@@ -363,6 +381,8 @@ class UMedTrainer(Trainer):
         generator = getattr(self.data_loader, "generator", None)
         if isinstance(generator, torch.Generator):
             objects["loader_generator"] = GeneratorState(generator)
+        for i, view_generator in enumerate(view_generators(self.generator_transform, self.surrogate_transform)):
+            objects[f"view_generator_{i}"] = GeneratorState(view_generator)
         return objects
 
     @staticmethod

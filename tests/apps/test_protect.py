@@ -192,3 +192,29 @@ def test_rem_view():
     for bad in ("-1/255", "x", 2):
         with pytest.raises(UserInputError, match="rem_epsilon"):
             robust_transform(False, surrogate=net, loss_function=loss, rem_epsilon=bad)
+
+
+def test_rescale_view():
+    """``--rescale``: 0 (any spelling of off) is no view, ``auto`` is 0.4 for images and off for volumes; a fraction
+    gives ``RescaleView`` with the surrogate's stride as its step, after the ``--robust`` countermeasures and before
+    REM's attack; anything else is one clear error."""
+    from monai.losses import DiceCELoss
+
+    from monai_umed.apps import RESCALE_AUTO, rescale_scale, robust_transform
+    from monai_umed.defenses import AdversarialView, EOTDefense, RescaleView
+    from monai_umed.utils import UserInputError
+
+    for off in (0, "0", None, False, "off", "none"):
+        assert rescale_scale(off) is None and robust_transform(False, rescale=off) is None
+    assert rescale_scale("auto") == RESCALE_AUTO and rescale_scale("auto", spatial_dims=3) is None
+    assert robust_transform(False, spatial_dims=3, rescale="auto") is None
+    view = robust_transform(False, rescale="0.4", multiple=8)
+    assert isinstance(view, RescaleView) and view.min_scale == 0.4 and view.multiple == 8 and view.countermeasure is None
+    view = robust_transform("identity,jpeg", rescale=0.5)
+    assert isinstance(view.countermeasure, EOTDefense)
+    net, loss = torch.nn.Conv2d(1, 2, 3, padding=1), DiceCELoss(to_onehot_y=True, softmax=True)
+    view = robust_transform(False, surrogate=net, loss_function=loss, rem_epsilon="2/255", rescale=0.5)
+    assert isinstance(view, AdversarialView) and isinstance(view.countermeasure, RescaleView)
+    for bad in (1, 1.5, "-0.2", "half", True):
+        with pytest.raises(UserInputError, match="--rescale"):
+            rescale_scale(bad)

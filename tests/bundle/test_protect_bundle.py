@@ -658,12 +658,14 @@ def test_protect_robust_trains_through_the_countermeasures(tmp_path):
 
 
 def test_protect_rem_trains_under_the_attack(tmp_path):
-    """``--rem_epsilon``: generator and surrogate steps see the PGD-attacked protected batch (REM); the written
-    files keep the protection's bound (the attack's radius is not part of the perturbation); recorded."""
+    """``--rem_epsilon``: generator and surrogate steps see the PGD-attacked protected batch (REM), here after
+    ``--rescale`` (the 48-px batch also drawn at 32 px); the written files keep the protection's bound (the
+    attack's radius is not part of the perturbation); both recorded."""
     data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=4)
     out = tmp_path / "out"
     _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
-            "--rem_epsilon", "2/255", "--rem_steps", "2", "--verify", "false")
+            "--rem_epsilon", "2/255", "--rem_steps", "2", "--rescale", "0.5", "--image_size", "48", "--verify", "false")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["rem_epsilon"] == "2/255" and manifest["settings"]["rem_steps"] == 2
+    assert manifest["settings"]["rescale"] == 0.5
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6

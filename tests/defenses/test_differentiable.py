@@ -114,3 +114,49 @@ def test_eot_draws_per_image_and_is_seeded():
     assert any(not torch.equal(moved[i], label[i]) for i in range(6))
     kept, same_label = EOTDefense(transforms=("jpeg", "median"))(x, label)
     assert torch.equal(same_label, label)
+
+
+@pytest.mark.parametrize("shape, size", [((2, 3, 64, 64), (32, 32)), ((2, 1, 60, 52), (24, 40)),
+                                         ((1, 2, 64, 64), (64, 80)), ((1, 1, 24, 20, 16), (12, 10, 16))])
+def test_antialiased_resize_matches_monai_resize(shape, size):
+    """Images: the same as MONAI's ``Resize(mode="bilinear", anti_aliasing=True)``, the exploiter's own resize,
+    image by image (down, mixed and up; 2D and 3D); labels: the same as ``Resize(mode="nearest")``."""
+    from monai.transforms import Resize
+
+    from monai_umed.defenses import antialiased_resize
+
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(1))
+    ref = torch.stack([torch.as_tensor(Resize(size, mode="bilinear", anti_aliasing=True)(xi)) for xi in x])
+    out = antialiased_resize(x, size)
+    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-5)
+    label = (x[:, :1] > 0.5).float()
+    ref = torch.stack([torch.as_tensor(Resize(size, mode="nearest")(yi)) for yi in label])
+    assert torch.equal(antialiased_resize(label, size, mode="nearest"), ref)
+
+
+def test_rescale_view_draws_smaller_sizes_and_moves_labels():
+    """``RescaleView``: sizes are multiples of ``multiple`` from ``min_scale`` of the size up, kept with probability
+    ``keep``; images and labels come back on the same grid, labels keep their values, gradients reach the input, the
+    draws follow the generator, and a countermeasure is applied first."""
+    from monai_umed.defenses import RescaleView
+
+    view = RescaleView(0.4, multiple=16, keep=0.5, generator=torch.Generator().manual_seed(0))
+    assert view.candidates(96) == [48, 64, 80] and view.candidates(224)[0] == 96 and view.candidates(32) == []
+    draws = [view.draw_size((96, 96)) for _ in range(400)]
+    assert {d[0] for d in draws} == {48, 64, 80, 96} and all(d[0] == d[1] for d in draws)
+    assert 0.4 < sum(d == (96, 96) for d in draws) / len(draws) < 0.6
+    x = _image(1, 96, 96)[None].repeat(2, 1, 1, 1).requires_grad_(True)
+    label = (x.detach() > 0.5).long()
+    never_keep = RescaleView(0.4, multiple=16, keep=0.0, generator=torch.Generator().manual_seed(3))
+    out, moved = never_keep(x, label)
+    assert out.shape[2:] == moved.shape[2:] and out.shape[2] in (48, 64, 80) and moved.dtype == label.dtype
+    assert set(torch.unique(moved).tolist()) <= {0, 1}
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    again = RescaleView(0.4, multiple=16, keep=0.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(again(x.detach(), label)[0], out.detach())
+    erased, _ = RescaleView(0.4, keep=1.0, countermeasure=lambda t: t * 0)(x.detach(), label)
+    assert erased.shape == x.shape and erased.abs().sum() == 0
+    for bad in ({"min_scale": 1.0}, {"min_scale": 0}, {"multiple": 0}, {"keep": 1.5}):
+        with pytest.raises(ValueError):
+            RescaleView(**bad)

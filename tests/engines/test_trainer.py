@@ -121,12 +121,23 @@ def test_deterministic_on_cpu(tiny_data):
     assert torch.equal(_flat(p1), _flat(p2)) and torch.equal(_flat(s1), _flat(s2))
 
 
-def test_checkpoint_resume_matches_uninterrupted_run(tiny_data, tmp_path: Path):
-    full, p_full, s_full = _make_trainer(tiny_data, surrogate_epochs=2, generator_epochs=1, seed=5)
+def _rescale_views() -> dict:
+    """A fresh seeded ``RescaleView`` as both views (its draws must survive a resume)."""
+    from monai_umed.defenses import RescaleView
+
+    view = RescaleView(0.5, multiple=4, keep=0.3, generator=torch.Generator().manual_seed(7))
+    return {"generator_transform": view, "surrogate_transform": view}
+
+
+@pytest.mark.parametrize("views", [dict, _rescale_views])
+def test_checkpoint_resume_matches_uninterrupted_run(tiny_data, tmp_path: Path, views):
+    """A run resumed from its epoch-2 checkpoint ends with the uninterrupted run's weights: the checkpoint holds the
+    data loader's random state and that of a random view (``RescaleView``'s draws of sizes)."""
+    full, p_full, s_full = _make_trainer(tiny_data, surrogate_epochs=2, generator_epochs=1, seed=5, **views())
     full.run()
 
     # interrupted run: stop after the first cycle (epoch 2), checkpoint everything
-    part, _, _ = _make_trainer(tiny_data, surrogate_epochs=2, generator_epochs=1, seed=5)
+    part, _, _ = _make_trainer(tiny_data, surrogate_epochs=2, generator_epochs=1, seed=5, **views())
     saver = CheckpointSaver(str(tmp_path), part.checkpoint_dict(), save_interval=1, n_saved=None, epoch_level=True)
     saver.attach(part)
     part.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda e: e.terminate())
@@ -134,7 +145,7 @@ def test_checkpoint_resume_matches_uninterrupted_run(tiny_data, tmp_path: Path):
     ckpt = tmp_path / "checkpoint_epoch=2.pt"
     assert ckpt.is_file()
 
-    resumed, p_res, s_res = _make_trainer(tiny_data, surrogate_epochs=2, generator_epochs=1, seed=5)
+    resumed, p_res, s_res = _make_trainer(tiny_data, surrogate_epochs=2, generator_epochs=1, seed=5, **views())
     CheckpointLoader(str(ckpt), resumed.checkpoint_dict()).attach(resumed)
     epochs = []
     resumed.add_event_handler(Events.EPOCH_STARTED, lambda e: epochs.append(e.state.epoch))
@@ -331,3 +342,31 @@ def test_rem_view_attacks_the_trainers_own_surrogate(tiny_data):
     # generator steps: eval-mode surrogate, protected batch with gradient; surrogate steps: train mode, no gradient
     assert calls == [(False, True)] * 2 + [(True, False)] * 2
     assert not torch.equal(_flat(pert_plain), _flat(pert_rem)) and not torch.equal(_flat(sur_plain), _flat(sur_rem))
+
+
+def test_rescale_view_trains_both_networks_at_smaller_sizes(tiny_data):
+    """``RescaleView`` as both views (``--rescale``): the surrogate meets the protected batch at the sizes the view
+    draws in both phases, with labels on the same grid, and the generators' gradients reach them through the
+    resize (they move in a run where every batch is resized)."""
+    from monai_umed.defenses import RescaleView
+
+    sizes = []
+
+    class Recording(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            sizes.append(tuple(x.shape[2:]))
+            return self.net(x)
+
+    trainer, pert, sur = _make_trainer(tiny_data, steps=8, phase_steps=2, generator_epochs=1)
+    trainer.surrogate = Recording(sur)
+    trainer.generator_transform = trainer.surrogate_transform = RescaleView(
+        0.5, multiple=4, keep=0.0, generator=torch.Generator().manual_seed(0))
+    before = _flat(pert)
+    trainer.run()
+    assert len(sizes) == 8 and all(s[0] == s[1] and s[0] in (16, 20, 24, 28) for s in sizes)
+    assert len(set(sizes)) > 1
+    assert not torch.equal(_flat(pert), before)
