@@ -668,4 +668,7 @@ def test_protect_rem_trains_under_the_attack(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["rem_epsilon"] == "2/255" and manifest["settings"]["rem_steps"] == 2
     assert manifest["settings"]["rescale"] == 0.5
+    # the trainer trained through both views: REM's attack and the rescale view each checkpoint their random state
+    checkpoint = torch.load(out / "checkpoints" / "checkpoint_final.pt", weights_only=False)
+    assert {k for k in checkpoint if k.startswith("view_generator_")} == {"view_generator_0", "view_generator_1"}
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
