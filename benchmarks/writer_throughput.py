@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import shutil
 import sys
@@ -53,6 +54,12 @@ def io_floor(items: list[dict], out: Path) -> float:
             img.load()
             img.save(out / f"{i}.png", format="PNG")
     return time.perf_counter() - t0
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def trained_protector(items: list[dict], channels: int, image_size: int, steps: int) -> UMedProtector:
@@ -97,23 +104,31 @@ def main() -> None:
         channels = infer_channels(items)
         protector = trained_protector(items, channels, args.image_size, args.train_steps)
         n = len(items)
-        floors, writers, summary = [], [], {}
+        floors, writers, floor_cpu, writer_cpu, summary = [], [], [], [], {}
         for r in range(args.repeats):  # alternate, so that a slow spell of the machine hits both
             for old in (work / f"floor{r}", work / f"out{r}"):  # a reused --work_dir: nothing may be skipped
                 shutil.rmtree(old, ignore_errors=True)
+            c0 = cpu_seconds()
             floors.append(io_floor(items, work / f"floor{r}"))
+            floor_cpu.append(cpu_seconds() - c0)
             writer = ProtectedDatasetWriter(protector, items, root, work / f"out{r}" / "protected",
                                             manifest_dir=work / f"out{r}", batch_size=args.batch_size,
                                             num_workers=args.num_workers)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), cpu_seconds()
             summary = writer()
             writers.append(time.perf_counter() - t0)
+            writer_cpu.append(cpu_seconds() - c0)
         ratios = sorted(f / w for f, w in zip(floors, writers))
         result = {
             "images": n, "source": str(root), "channels": channels, "protector_image_size": args.image_size,
             "floor_images_per_s": [round(n / f, 1) for f in floors],
             "writer_images_per_s": [round(n / w, 1) for w in writers],
-            "ratios": [round(x, 3) for x in ratios], "median_ratio": round(statistics.median(ratios), 3),
+            "ratios": [round(x, 3) for x in ratios],
+            # CPU time per image (all threads) and the cores the writer kept busy: tells a slower machine (same
+            # CPU per image, fewer cycles) from a slower writer (more CPU per image)
+            "floor_cpu_ms_per_image": [round(1000 * c / n, 1) for c in floor_cpu],
+            "writer_cpu_ms_per_image": [round(1000 * c / n, 1) for c in writer_cpu],
+            "writer_busy_cores": [round(c / w, 2) for c, w in zip(writer_cpu, writers)], "median_ratio": round(statistics.median(ratios), 3),
             "batch_size": args.batch_size, "num_workers": args.num_workers, "psnr_mean": summary["psnr_mean"],
         }
         if args.serial:

@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import nibabel as nib
 import torch
+from monai.utils import convert_to_tensor
 from PIL import Image
 
 from monai_umed.distributed import all_gather_objects, barrier, rank_and_world, shard
@@ -324,7 +325,7 @@ class ProtectedDatasetWriter:
         old = previous.get(str(srcs[0]))
         if old is not None and self._still_valid(old, srcs, dsts, src_hashes, item):
             return {"entry": old}
-        label = torch.as_tensor(self.load_mask({"label": item["label"]})["label"], dtype=torch.float32)
+        label = convert_to_tensor(self.load_mask({"label": item["label"]})["label"], torch.float32, track_meta=False)
         unit = np.concatenate([to_unit(r) for r in raws]) if len(raws) > 1 else to_unit(raws[0])
         x = self.match_channels(torch.as_tensor(unit, dtype=torch.float32))
         key = case_name(item)
@@ -344,23 +345,30 @@ class ProtectedDatasetWriter:
             and all(sha256_file(m["source"]) == m.get("sha256") for m in old.get("masks", []))
         )
 
-    def _deltas(self, batch: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The protector on a batch; on an error, one image at a time so that the message names the file."""
+    def _deltas(self, batch: list[dict]) -> list[Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+        """The protector's batch stage (:meth:`~monai_umed.protectors.Protector.native_delta_parts`); each image's
+        rest is a callable run by :meth:`_finish`. On an error, one image at a time so that the message names the
+        file."""
         try:
-            return self.protector.native_delta_batch([b["x"] for b in batch], [b["label"] for b in batch],
+            return self.protector.native_delta_parts([b["x"] for b in batch], [b["label"] for b in batch],
                                                      [b["key"] for b in batch])
         except ValueError:
             out = []
             for b in batch:
                 try:
-                    out.append(self.protector.native_delta(b["x"], b["label"], b["key"]))
+                    out.extend(self.protector.native_delta_parts([b["x"]], [b["label"]], [b["key"]]))
                 except ValueError as e:
                     raise ValueError(f"{b['src']}: {e}") from e
             return out
 
-    def _finish(self, prep: dict, delta: torch.Tensor, allowed: torch.Tensor) -> dict:
-        """Quantize, write, re-check and measure one image and copy its masks (worker thread)."""
+    def _finish(self, prep: dict, part: Callable[[], tuple[torch.Tensor, torch.Tensor]]) -> dict:
+        """The image's own part of the protector, then quantize, write, re-check and measure it and copy its masks
+        (worker thread)."""
         with torch.no_grad():
+            try:
+                delta, allowed = part()
+            except ValueError as e:
+                raise ValueError(f"{prep['src']}: {e}") from e
             return self._finish_one(prep, delta, allowed)
 
     def _write_file(self, raw: RawImage, dst: Path, delta: torch.Tensor, allowed: np.ndarray) -> dict:
@@ -541,8 +549,8 @@ class ProtectedDatasetWriter:
                         batch.append(prep)
                 # a kept image first sends the images read before it on, so that entries keep the datalist order
                 if batch and (len(batch) == self.batch_size or not reading or kept_entry is not None):
-                    for prep, (delta, allowed) in zip(batch, self._deltas(batch)):
-                        writing.append((submit(self._finish, prep, delta, allowed), False))
+                    for prep, part in zip(batch, self._deltas(batch)):
+                        writing.append((submit(self._finish, prep, part), False))
                     batch = []
                 if kept_entry is not None:
                     writing.append((done(kept_entry), True))

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import logging
 import os
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +38,10 @@ def register_protector(cls: type[Protector]) -> type[Protector]:
         raise ValueError(f"{cls.__name__} needs a non-empty class attribute `name`.")
     PROTECTORS[cls.name] = cls
     return cls
+
+
+def _value(value: Any) -> Any:
+    return value
 
 
 def _plain(value: Any) -> Any:
@@ -96,14 +102,25 @@ class Protector(nn.Module, ABC):
     def native_delta_batch(
         self, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], keys: Sequence[str]
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """:meth:`native_delta` of several images (which may differ in size); protectors whose networks run
-        faster on a batch override this. The results equal those of :meth:`native_delta` one by one."""
-        return [self.native_delta(x, y, k) for x, y, k in zip(images, labels, keys)]
+        """:meth:`native_delta` of several images (which may differ in size): :meth:`native_delta_parts`, with
+        each image's part run at once. The results equal those of :meth:`native_delta` one by one."""
+        return [finish() for finish in self.native_delta_parts(images, labels, keys)]
+
+    def native_delta_parts(
+        self, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], keys: Sequence[str]
+    ) -> list[Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+        """:meth:`native_delta_batch` in two stages: the work shared by the batch (e.g. the networks on one
+        batch) runs now, in the calling thread; each image's own rest is returned as a callable (no arguments)
+        that returns its ``(delta, allowed)`` and may run later, in another thread, in any order (the writer runs
+        them in its worker threads beside the next batch). Protectors whose networks run faster on a batch
+        override this; the default runs :meth:`native_delta` per image now."""
+        done = [self.native_delta(x, y, k) for x, y, k in zip(images, labels, keys)]
+        return [functools.partial(_value, d) for d in done]
 
     @property
     def device(self) -> torch.device:
         """Where the protector's tensors live (CPU for one without any)."""
-        for t in self.state_dict().values():
+        for t in itertools.chain(self.parameters(), self.buffers()):
             return t.device
         return torch.device("cpu")
 

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -75,8 +76,9 @@ class UMedProtector(Protector):
     applied there with the contour band, ROI interior and LBP texture map computed on the native mask and
     image (band width scaled by :func:`native_band_width`). The bounds therefore hold exactly on the native
     grid, and no pixel outside the native band and ROI changes. :meth:`native_delta_batch` runs the
-    generators once for a batch of images and computes the native priors only on the box around the ROI where
-    anything may change (:meth:`_work_box`; exact, see there).
+    generators once for a batch of images (:meth:`native_delta_parts`: the rest runs per image, e.g. in the
+    writer's threads) and computes the native priors only on the box around the ROI where anything may change
+    (:meth:`_work_box`; exact, see there).
 
     Args:
         in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*, parts, texture_bound: the
@@ -165,66 +167,76 @@ class UMedProtector(Protector):
             native=("train" if train else "apply") if self.native else None, **self.priors.as_dict(),
         )
 
-    @torch.no_grad()
     def native_delta(self, image: torch.Tensor, label: torch.Tensor, key: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.native_delta_batch([image], [label], [key])[0]
 
-    @torch.no_grad()
-    def native_delta_batch(
+    def native_delta_parts(
         self, images: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], keys: Sequence[str]
-    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    ) -> list[Callable[[], tuple[torch.Tensor, torch.Tensor]]]:
+        """The generators on the batch now (:meth:`_resized_fields`, or :meth:`_native_fields` for ``native``);
+        each image's rest (its fields on the native grid, the native priors and Eq. 4-6: :meth:`_finish_delta`)
+        as a callable."""
         if not images:
             return []
         dev = self.device
-        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
-        xs = []
+        xs, ys = [], []
         for x, y in zip(images, labels):
             if x.ndim != self.spatial_dims + 1 or x.shape[0] != self.in_channels:
                 raise ValueError(f"image must be [{self.in_channels}, *spatial], got {tuple(x.shape)}.")
             if tuple(y.shape[1:]) != tuple(x.shape[1:]):
                 raise ValueError(f"label {tuple(y.shape)} does not match image {tuple(x.shape)}.")
-            xs.append(torch.as_tensor(x, dtype=torch.float32).to(dev))
-        raws = self._native_fields(xs) if self.native else self._resized_fields(xs, mode)
-        out = []
-        for i, (x, y) in enumerate(zip(xs, labels)):
-            native = tuple(x.shape[1:])
-            raw_c, raw_t = raws[i]
-            width = (
-                self.priors.band_width if self.native
-                else native_band_width(self.priors.band_width, self.image_size, native)
-            )
-            fg = (torch.as_tensor(y).to(dev) > 0).float()
-            delta = torch.zeros_like(x)
-            allowed = torch.zeros(native, dtype=torch.bool, device=dev)
-            box = self._work_box(fg[0], width)
-            if box is not None:
-                crop = (slice(None), *box)
-                x_c, fg_c = x[crop], fg[crop]
-                band, interior = (plain(m) for m in self.priors.contour(width).band_and_interior(fg_c))
-                texture = plain(self._lbp(x_c))
-                protected, _, _ = self.perturbator.perturb_fields(
-                    raw_c[(slice(None), *crop)], raw_t[(slice(None), *crop)], x_c[None], band[None], texture[None],
-                    interior[None],
-                )
-                delta[crop] = protected[0] - x_c
-                allowed[box] = ((band + interior) > 0)[0]
-            out.append((delta.cpu(), allowed.cpu()))
-        return out
+            # plain tensors: MetaTensor bookkeeping on every small op below costs more than the ops
+            xs.append(plain(torch.as_tensor(x)).to(device=dev, dtype=torch.float32))
+            ys.append(plain(torch.as_tensor(y)).to(dev))
+        with torch.no_grad():
+            fields = self._native_fields(xs) if self.native else self._resized_fields(xs)
+        return [functools.partial(self._finish_delta, x, y, f) for x, y, f in zip(xs, ys, fields)]
 
-    def _resized_fields(self, xs: Sequence[torch.Tensor], mode: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Raw generator outputs F_c(x), F_t(x) at each image's grid: the generators run on the images resized to
-        the training size (one batch), their outputs are resized back."""
+    @torch.no_grad()
+    def _finish_delta(
+        self, x: torch.Tensor, y: torch.Tensor, fields: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's ``(delta, allowed)`` from its raw generator outputs: resized to the native grid if they
+        are not on it, then Eq. 4-6 with the priors of the native image, on the :meth:`_work_box` only."""
+        dev = x.device
+        native = tuple(x.shape[1:])
+        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
+        raw_c, raw_t = (
+            r if tuple(r.shape[2:]) == native else F.interpolate(r.float(), size=native, mode=mode, align_corners=False)
+            for r in fields
+        )
+        width = (
+            self.priors.band_width if self.native
+            else native_band_width(self.priors.band_width, self.image_size, native)
+        )
+        fg = (torch.as_tensor(y).to(dev) > 0).float()
+        delta = torch.zeros_like(x)
+        allowed = torch.zeros(native, dtype=torch.bool, device=dev)
+        box = self._work_box(fg[0], width)
+        if box is not None:
+            crop = (slice(None), *box)
+            x_c, fg_c = x[crop], fg[crop]
+            band, interior = (plain(m) for m in self.priors.contour(width).band_and_interior(fg_c))
+            texture = plain(self._lbp(x_c))
+            protected, _, _ = self.perturbator.perturb_fields(
+                raw_c[(slice(None), *crop)], raw_t[(slice(None), *crop)], x_c[None], band[None], texture[None],
+                interior[None],
+            )
+            delta[crop] = protected[0] - x_c
+            allowed[box] = ((band + interior) > 0)[0]
+        return delta.cpu(), allowed.cpu()
+
+    def _resized_fields(self, xs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Raw generator outputs F_c(x), F_t(x) at the training size, one pair per image: the generators run on
+        the images resized to the training size (one batch); :meth:`_finish_delta` resizes them back."""
+        mode = "bilinear" if self.spatial_dims == 2 else "trilinear"
         small = torch.cat(
             [F.interpolate(x[None], size=self.image_size, mode=mode, antialias=mode == "bilinear", align_corners=False)
              for x in xs]
         ).clamp(0, 1)
         with torch.inference_mode():  # no autograd bookkeeping at all (about 15 % faster on the CPU than no_grad)
             raw_c_all, raw_t_all = self.perturbator.generator_outputs(small)
-        return [
-            tuple(F.interpolate(r[i : i + 1].float(), size=tuple(x.shape[1:]), mode=mode, align_corners=False)
-                  for r in (raw_c_all, raw_t_all))
-            for i, x in enumerate(xs)
-        ]
+        return [(raw_c_all[i : i + 1], raw_t_all[i : i + 1]) for i in range(len(xs))]
 
     def _native_fields(self, xs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Raw generator outputs on each file's own grid (``native``): one pass over the whole volume padded

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
 
 from monai_umed.protectors import (
     PROTECTORS,
@@ -84,6 +85,30 @@ def test_contract_bound_range_locality_and_batch(name, channels):
         for y, (_, allowed) in zip(labels, batch):
             assert not allowed[(y[0] == 0) & ~torch.nn.functional.max_pool2d(y[None], 7, 1, 3)[0, 0].bool()].any(), \
                 "UMed changes only the contour band and the ROI"
+
+
+@pytest.mark.parametrize("name", ["umed", "lsp", "ar"])
+def test_parts_run_later_in_other_threads_give_the_batch_result(name):
+    """native_delta_parts: the per-image rest may run after the batch stage, in other threads, in any order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    p = _make(name, 3)
+    images, labels = _images(3)
+    labels = [MetaTensor(y) for y in labels]  # as the writer's mask reader gives them
+    expected = p.native_delta_batch(images, labels, KEYS)
+    parts = p.native_delta_parts(images, labels, KEYS)
+    assert len(parts) == len(images) and all(callable(f) for f in parts)
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda f: f(), parts[::-1]))[::-1]
+    for (a, a_allowed), (b, b_allowed) in zip(expected, got):
+        assert torch.equal(a, b) and torch.equal(a_allowed, b_allowed)
+        if name == "umed":  # plain tensors inside: MetaTensor bookkeeping on its many small ops is slow
+            assert type(b) is torch.Tensor
+
+
+def test_device_is_where_the_weights_are():
+    assert _make("umed", 1).device == torch.device("cpu")
+    assert ARProtector(1, seed=3).device == torch.device("cpu")  # a protector with buffers only
 
 
 @pytest.mark.parametrize("name", ["umed", "lsp", "em", "tap", "sep", "ar"])
