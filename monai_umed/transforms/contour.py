@@ -6,7 +6,7 @@ The paper defines ``y_c`` only as "the binary map of contour regions" and leaves
 morphological: dilation minus erosion of each labelled region with a ``(2 * width + 1)`` square (cube) footprint,
 i.e. the pixels within Chebyshev distance ``width`` of the region boundary. The default ``width = 3`` follows a
 public re-implementation that uses ``dilate(y) - erode(y)`` with a 7x7 kernel (see ``docs/DESIGN.md``). Everything is
-computed with torch max-pooling, so it runs on the label's device (CPU or CUDA) and on batches.
+computed with torch box sums (cumulative sums), so it runs on the label's device (CPU or CUDA) and on batches.
 """
 
 from __future__ import annotations
@@ -28,17 +28,19 @@ __all__ = ["CONTOUR_SIDES", "contour_band", "roi_interior", "ContourBand", "Cont
 CONTOUR_SIDES = ("both", "inside", "outside")
 
 
-def _box_max(x: torch.Tensor, width: int, spatial_dims: int) -> torch.Tensor:
-    """Max over a ``(2 * width + 1) ** spatial_dims`` box of a ``[N, 1, *spatial]`` float tensor, as separable
-    max-pooling along each axis; positions outside the image are ignored (max-pooling pads with ``-inf``)."""
-    pool = F.max_pool2d if spatial_dims == 2 else F.max_pool3d
-    for axis in range(spatial_dims):
-        kernel = [1] * spatial_dims
-        padding = [0] * spatial_dims
-        kernel[axis] = 2 * width + 1
-        padding[axis] = width
-        x = pool(x, kernel_size=kernel, stride=1, padding=padding)
-    return x
+def _box_any(mask: torch.Tensor, width: int, spatial_dims: int) -> torch.Tensor:
+    """Whether any pixel of a ``(2 * width + 1) ** spatial_dims`` box around each position is set, for a bool
+    ``[N, 1, *spatial]`` tensor; positions outside the image are ignored (binary dilation with the outside as
+    background). Computed as box sums, separable along each axis, each from a cumulative sum: exact (integers) and
+    independent of ``width`` in cost."""
+    count = mask.to(torch.int32)
+    for axis in range(count.ndim - spatial_dims, count.ndim):
+        n = count.shape[axis]
+        cum = torch.cat([torch.zeros_like(count.narrow(axis, 0, 1)), count.cumsum(axis, dtype=torch.int32)], axis)
+        pos = torch.arange(n, device=mask.device)
+        hi, lo = (pos + width + 1).clamp(max=n), (pos - width).clamp(min=0)
+        count = cum.index_select(axis, hi) - cum.index_select(axis, lo)
+    return count > 0
 
 
 def _infer_spatial_dims(label: torch.Tensor, spatial_dims: int | None) -> int:
@@ -96,16 +98,11 @@ def contour_band(
     if width == 0:
         return band.to(torch.float32).reshape(shape)
     for value in torch.unique(lab[lab > 0]):
-        region = (lab == value).to(torch.float32)
-        if side == "inside":
-            outer = region
-        else:
-            outer = _box_max(region, width, spatial_dims)
-        if side == "outside":
-            inner = region
-        else:
-            inner = -_box_max(-region, width, spatial_dims)
-        band |= (outer - inner) > 0
+        region = lab == value
+        # dilation: any region pixel in the box; erosion (edge rule): no background pixel of the image in the box
+        outer = region if side == "inside" else _box_any(region, width, spatial_dims)
+        inner = region if side == "outside" else ~_box_any(~region, width, spatial_dims)
+        band |= outer & ~inner
     return band.to(torch.float32).reshape(shape)
 
 

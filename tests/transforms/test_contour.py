@@ -43,7 +43,7 @@ def _reference(label: np.ndarray, width: int, side: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("side", ["both", "inside", "outside"])
-@pytest.mark.parametrize("width", [0, 1, 2, 3])
+@pytest.mark.parametrize("width", [0, 1, 2, 3, 7])
 @pytest.mark.parametrize("shape,classes", [((32, 30), 1), ((32, 30), 2), ((10, 14, 12), 1), ((10, 14, 12), 2)])
 def test_matches_scipy(side, width, shape, classes):
     label = _blobs(shape, seed=width + 3 * len(shape) + classes, classes=classes)
@@ -54,6 +54,14 @@ def test_matches_scipy(side, width, shape, classes):
     if len(shape) == 3:  # a 3D volume needs a leading channel (or spatial_dims=3) for inference
         inferred = contour_band(torch.from_numpy(label[None]), width, side)
         np.testing.assert_array_equal(inferred[0].numpy(), out.numpy())
+
+
+@pytest.mark.parametrize("side", ["both", "inside", "outside"])
+def test_window_wider_than_the_image(side):
+    """Boxes clipped at both ends of an axis (width 40 on a 32 x 30 image)."""
+    label = _blobs((32, 30), seed=5, classes=2)
+    out = contour_band(torch.from_numpy(label), 40, side, spatial_dims=2)
+    np.testing.assert_array_equal(out.numpy().astype(bool), _reference(label, 40, side))
 
 
 def test_scipy_border_value_equivalence():
