@@ -5,7 +5,10 @@ The I/O floor is a plain PIL decode + PNG encode of every image (nothing else); 
 protector (batched), re-reads and re-checks every written file, hashes inputs and outputs, measures PSNR / SSIM
 and copies the masks. Both run on the same N images, one after the other, in this process; the ratio
 ``writer images/s / floor images/s`` is the figure of merit (target >= 0.5 on 2 CPU cores, 224x224 RGB). The two
-are timed ``--repeats`` times, alternating, and the median ratio is reported (these machines are noisy).
+are timed ``--repeats`` times, alternating, and the median ratio is reported (these machines are noisy). The JSON
+also gives the CPU time per image of both (all threads) and the cores the writer kept busy: a slower machine shows
+as the same CPU per image at fewer images/s, a slower writer as more CPU per image. To compare two versions of
+the code, alternate single runs of each (``--repeats 1``) and compare the medians.
 
 The protector is UMed with the default generators of ``protect.json``, trained ``--train_steps`` steps at
 ``--image_size`` (its speed does not depend on how long it was trained). Images: ``--dataset_dir`` (e.g. the 224x224
