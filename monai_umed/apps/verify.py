@@ -56,6 +56,9 @@ __all__ = [
     "verify_protection",
     "protection_verdict",
     "report_verification",
+    "read_manifest",
+    "manifest_settings",
+    "check_manifest_entries",
 ]
 
 logger = logging.getLogger(__name__)
@@ -673,17 +676,10 @@ def report_verification(
     if missing:
         raise UserInputError(f"verification result lacks the key(s) {', '.join(missing)}.")
     path = Path(manifest_path)
-    if not path.is_file():
-        raise UserInputError(
-            f"manifest not found: {path}; the verification is recorded in the manifest the protected-dataset writer "
-            "writes, so write the protected dataset first."
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserInputError(f"manifest {path} is unreadable ({exc}); cannot record the verification.") from exc
-    if not isinstance(manifest, dict):
-        raise UserInputError(f"manifest {path} is not a JSON object; cannot record the verification.")
+    manifest = read_manifest(
+        path, "the verification is recorded in the manifest the protected-dataset writer writes, so write the "
+        "protected dataset first", images=False
+    )
     manifest["verification"] = dict(result)
     atomic_write_json(path, manifest)
 
@@ -723,3 +719,68 @@ def report_verification(
                 f"details in the 'verification' entry of {path}."
             )
     return manifest
+
+
+# ----------------------------------------------------------------------------------------------- written datasets
+def read_manifest(manifest_path: str | os.PathLike, hint: str | None = None, images: bool = True) -> dict[str, Any]:
+    """The ``manifest.json`` that the protected-dataset writer wrote (``protect`` or ``apply``), as a dict.
+
+    Args:
+        manifest_path: the file.
+        hint: what to do when it is missing (the end of the error message).
+        images: require the writer's ``"images"`` list.
+
+    Raises:
+        UserInputError: the file is missing, unreadable or not a JSON object (or lacks its ``"images"`` list).
+    """
+    path = Path(manifest_path)
+    if not path.is_file():
+        hint = hint or (
+            "verify checks a protected dataset written by protect or apply: give the --output_dir of that job (it "
+            "holds manifest.json and protected/)"
+        )
+        raise UserInputError(f"manifest not found: {path}; {hint}.")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserInputError(f"manifest {path} is unreadable ({exc}).") from exc
+    if not isinstance(manifest, dict):
+        raise UserInputError(f"manifest {path} is not a JSON object.")
+    if images and not isinstance(manifest.get("images"), list):
+        raise UserInputError(f"manifest {path} is not a protected-dataset manifest (no 'images' list).")
+    return manifest
+
+
+def manifest_settings(manifest_path: str | os.PathLike) -> dict[str, Any]:
+    """The protector settings recorded in a written dataset's manifest (``{}`` when it recorded none)."""
+    settings = read_manifest(manifest_path).get("settings")
+    return dict(settings) if isinstance(settings, Mapping) else {}
+
+
+def check_manifest_entries(manifest_path: str | os.PathLike, items: Sequence[Mapping]) -> int:
+    """Check that every entry of ``items`` (the dataset to verify against) was written into the manifest's dataset.
+
+    An entry matches a manifest image whose ``source`` is the same file (resolved path). Verifying against other
+    originals than the ones protected would score the wrong files, so a mismatch is refused.
+
+    Returns:
+        the number of entries checked.
+
+    Raises:
+        UserInputError: entries that the manifest does not list (the first five are named) or an empty ``items``.
+    """
+    manifest = read_manifest(manifest_path)
+    sources = set()
+    for entry in manifest["images"]:
+        if isinstance(entry, Mapping) and entry.get("source"):
+            sources.add(os.path.realpath(str(entry["source"])))
+    if not items:
+        raise UserInputError("no dataset entries to verify.")
+    missing = [str(e["image"]) for e in items if os.path.realpath(str(image_key(e["image"]))) not in sources]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise UserInputError(
+            f"{len(missing)} of {len(items)} dataset image(s) are not in the protected dataset of {manifest_path}: "
+            f"{shown}. Give the same --dataset_dir / --datalist as the job that wrote it."
+        )
+    return len(items)

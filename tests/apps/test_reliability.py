@@ -255,7 +255,7 @@ def test_apply_into_a_folder_in_use_is_refused(tmp_path: Path):
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ok"
-        proc = _run("apply", "--config_file", str(CONFIGS / "apply.json"), "--protector_file", str(protector),
+        proc = _run("apply", "--config_file", str(CONFIGS / "apply.json"), "--verify", "false", "--protector_file", str(protector),
                     "--dataset_dir", str(data), "--output_dir", str(out))
     finally:
         holder.kill()

@@ -19,6 +19,8 @@ from PIL import Image
 import monai_umed.apps.verify as verify_mod
 from monai_umed.apps import (
     VERIFICATION_KEYS,
+    check_manifest_entries,
+    manifest_settings,
     VERIFY_EXPLOITER_KWARGS,
     VERIFY_EVALUATIONS,
     defense_verdict,
@@ -456,3 +458,26 @@ def test_other_sizes_are_verified_against_their_own_clean_reference(tmp_path, mo
     warnings = [r.getMessage() for r in verify_log.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("THE DATA IS NOT PROTECTED AGAINST AN EXPLOITER THAT TRAINS AT 48x48")
     assert json.loads((tmp_path / "manifest.json").read_text())["verification"]["sizes"]["48"]["clean_dsc"] == 0.7
+
+
+def test_manifest_entries_must_be_the_protected_originals(tmp_path):
+    """The verify job scores only originals that the manifest lists as protected sources; channel-file images match
+    by their first file (the writer's ``source``), paths by their resolved location."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    files = {n: root / "images" / n for n in ("a_0000.nii.gz", "a_0001.nii.gz", "b.png", "c.png")}
+    for f in files.values():
+        f.write_bytes(b"x")
+    path = tmp_path / "manifest.json"
+    sources = [str(files["a_0000.nii.gz"]), str(files["b.png"])]
+    path.write_text(json.dumps({"settings": {"seed": 3, "image_size": 64}, "images": [{"source": s} for s in sources]}))
+    channels = {"image": [str(files["a_0000.nii.gz"]), str(files["a_0001.nii.gz"])]}
+    via_link = {"image": str(root / "images" / ".." / "images" / "b.png")}
+    assert check_manifest_entries(path, [channels, via_link]) == 2
+    with pytest.raises(UserInputError, match=r"1 of 3 dataset image\(s\) are not in the protected dataset") as err:
+        check_manifest_entries(path, [channels, via_link, {"image": str(files["c.png"])}])
+    assert str(files["c.png"]) in str(err.value) and "b.png" not in str(err.value)
+    assert manifest_settings(path) == {"seed": 3, "image_size": 64}
+    path.write_text(json.dumps({"summary": {}}))
+    with pytest.raises(UserInputError, match="not a protected-dataset manifest"):
+        check_manifest_entries(path, [channels])

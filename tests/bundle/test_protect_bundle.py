@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from monai_umed.data import LoadMaskd, make_synthetic_dataset, read_raw
+from monai_umed.apps import verification_split
 from monai_umed.protectors import load_protector, native_band_width
 from monai_umed.transforms import ContourBand
 
@@ -242,10 +243,57 @@ def test_rerun_with_another_epsilon_rewrites(protected_run, tmp_path):
 def test_apply_reuses_protector_without_training(protected_run, tmp_path):
     data, _, out, _ = protected_run
     out2 = tmp_path / "applied"
-    proc = _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data), "--output_dir", str(out2))
+    proc = _bundle("apply", "apply.json", "--verify", "false", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data), "--output_dir", str(out2))
     log = proc.stdout + proc.stderr
     assert "Epoch[" not in log, "no training"
     assert _hashes(out2 / "protected" / "images") == _hashes(out / "protected" / "images")
+
+
+def test_verify_job_and_apply_measure_the_written_files(tmp_path):
+    """A dataset written without its check (protect --verify false) is verified later by the verify job, on the
+    fold protect would have held out; apply checks what it wrote by default. epsilon 1/255 and 8 steps: the files
+    are not protected, and both jobs say so; the verify job refuses originals that were not protected."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=24, size=(32, 32), seed=3)
+    before = _hashes(data)
+    out = tmp_path / "out"
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
+            "--epsilon", "1/255", "--verify", "false", "--seed", "4")
+    assert "verification" not in json.loads((out / "manifest.json").read_text())
+    written = _hashes(out / "protected")
+    fast = ["--verify_steps", "6", "--verify_defenses", "none"]
+    proc = _bundle("verify", "verify.json", "--dataset_dir", str(data), "--output_dir", str(out), *fast,
+                   "--require_dsc", "0.0", check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "require_dsc" in proc.stderr and "Traceback" not in proc.stderr
+    v = json.loads((out / "manifest.json").read_text())["verification"]
+    assert v["protected"] is False and "THE DATA IS NOT" in log and "VERIFICATION FAILED" in log
+    assert (v["n_train"], v["n_test"], v["image_size"]) == (14, 10, 32)  # protect's training size
+    items = [{"image": str(p), "image_rel": f"images/{p.name}"} for p in sorted((data / "images").iterdir())]
+    fold = {Path(e["image"]).stem for e in verification_split(items, seed=4)[1]}
+    assert set(v["fold"]) == fold, "the fold protect --seed 4 would have held out"
+    assert _hashes(out / "protected") == written and _hashes(data) == before, "nothing but the manifest changes"
+    # originals that were not protected into this folder are refused before any training, naming them
+    other = make_synthetic_dataset(tmp_path / "other", num_images=24, size=(32, 32), seed=5)
+    proc = _bundle("verify", "verify.json", "--dataset_dir", str(other), "--output_dir", str(out), *fast, check=False)
+    assert proc.returncode == 1 and "24 of 24 dataset image(s) are not in the protected dataset" in proc.stderr
+    assert str(other / "images") in proc.stderr
+    assert json.loads((out / "manifest.json").read_text())["verification"] == v, "the refused run changed nothing"
+    proc = _bundle("verify", "verify.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "none"),
+                   check=False)
+    assert proc.returncode == 1 and "manifest not found" in proc.stderr
+    # apply verifies by default, at the protector's training size, and warns in plain words
+    applied = tmp_path / "applied"
+    proc = _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+                   "--output_dir", str(applied), *fast)
+    va = json.loads((applied / "manifest.json").read_text())["verification"]
+    assert va["protected"] is False and va["image_size"] == 32 and "THE DATA IS NOT" in proc.stdout + proc.stderr
+    assert _hashes(applied / "protected") == written
+    # too few images to verify: refused before anything is written, with the way out named
+    few = make_synthetic_dataset(tmp_path / "few", num_images=6, size=(32, 32), seed=3)
+    proc = _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(few),
+                   "--output_dir", str(tmp_path / "a2"), check=False)
+    assert proc.returncode == 1 and "too few to verify the protection" in proc.stderr and "--verify false" in proc.stderr
+    assert not (tmp_path / "a2" / "protected").exists()
 
 
 def test_bad_dataset_reports_every_problem(tmp_path):
@@ -284,7 +332,7 @@ def test_lsp_baseline_bundle(tmp_path):
     assert manifest["summary"]["changed_fraction_mean"] > 0.5
     assert sorted(p.name for p in (out / "protected" / "masks").iterdir()) == sorted(p.name for p in (data / "masks").iterdir())
     # the saved protector re-applies without the LSP config: the same files
-    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+    _bundle("apply", "apply.json", "--verify", "false", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
             "--output_dir", str(tmp_path / "applied"))
     assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")
 
@@ -304,7 +352,7 @@ def test_em_baseline_bundle(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["protector"] == "em" and manifest["summary"]["num_images"] == 4
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
-    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+    _bundle("apply", "apply.json", "--verify", "false", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
             "--output_dir", str(tmp_path / "applied"))
     assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected"), "apply reuses EM's deltas"
     proc = _bundle("protect", "protect_em.json", "--output_dir", str(tmp_path / "bad"), "--image_size", "30", check=False)
@@ -342,7 +390,7 @@ def test_targeted_baseline_bundles(tmp_path, name, snapshots):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["protector"] == name and manifest["settings"]["protector"] == name
     assert manifest["summary"]["num_images"] == 4 and 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
-    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+    _bundle("apply", "apply.json", "--verify", "false", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
             "--output_dir", str(tmp_path / "applied"))
     assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")
 
@@ -358,7 +406,7 @@ def test_ar_baseline_bundle(tmp_path):
     assert manifest["protector"] == "ar" and manifest["settings"]["stability"] == 0.95
     assert manifest["summary"]["num_images"] == 3 and 3.5 / 255 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     assert manifest["summary"]["changed_fraction_mean"] > 0.5
-    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+    _bundle("apply", "apply.json", "--verify", "false", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
             "--output_dir", str(tmp_path / "applied"))
     assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")
 
@@ -382,7 +430,7 @@ def test_protect_json_runs_every_protector(tmp_path, name, options):
     assert manifest["protector"] == name and manifest["settings"]["protector"] == name
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6 and "surrogate_loss_mean" not in manifest["summary"]
     assert manifest["verification"]["n_test"] >= 2, "the self-verification runs for every protector"
-    _bundle("apply", "apply.json", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
+    _bundle("apply", "apply.json", "--verify", "false", "--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data),
             "--output_dir", str(tmp_path / "applied"))
     assert _hashes(tmp_path / "applied" / "protected") == _hashes(out / "protected")
 
@@ -529,10 +577,10 @@ def test_protect_nnunet_channel_files(tmp_path):
     assert v["spatial_dims"] == 3 and len(v["dsc_per_class"]) == 2
     applied = tmp_path / "applied"
     apply = ["--protector_file", str(out / "protector.pt"), "--dataset_dir", str(data), "--output_dir", str(applied)]
-    _bundle("apply", "apply.json", *apply)
+    _bundle("apply", "apply.json", "--verify", "false", *apply)
     assert _hashes(applied / "protected") == _hashes(out / "protected")  # the saved protector gives the same files
     (applied / "protected" / "imagesTr" / "case_005_0001.nii.gz").unlink()  # one channel file lost: only its image
-    _bundle("apply", "apply.json", *apply)
+    _bundle("apply", "apply.json", "--verify", "false", *apply)
     assert json.loads((applied / "manifest.json").read_text())["summary"]["skipped_existing"] == 23
     assert _hashes(applied / "protected") == _hashes(out / "protected")
 

@@ -71,7 +71,7 @@ def test_protect_with_torchrun_writes_what_one_process_writes(tmp_path, data):
     assert (out / "checkpoints" / "checkpoint_final.pt").is_file()
 
     again = tmp_path / "again"
-    subprocess.run([sys.executable, "-m", "monai.bundle", "run", "apply", "--config_file", str(CONFIGS / "apply.json"),
+    subprocess.run([sys.executable, "-m", "monai.bundle", "run", "apply", "--config_file", str(CONFIGS / "apply.json"), "--verify", "false",
                     "--dataset_dir", str(data), "--protector_file", str(out / "protector.pt"), "--output_dir",
                     str(again)], check=True, capture_output=True, timeout=600)
     reapplied = {Path(e["source"]).name: e["sha256_output"] for e in
