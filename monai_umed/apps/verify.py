@@ -776,7 +776,7 @@ def check_manifest_entries(manifest_path: str | os.PathLike, items: Sequence[Map
             sources.add(os.path.realpath(str(entry["source"])))
     if not items:
         raise UserInputError("no dataset entries to verify.")
-    missing = [str(e["image"]) for e in items if os.path.realpath(str(image_key(e["image"]))) not in sources]
+    missing = [str(image_key(e["image"])) for e in items if os.path.realpath(str(image_key(e["image"]))) not in sources]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise UserInputError(
