@@ -12,6 +12,8 @@ rank 0 only (:func:`is_main_process`), and the writer shards the images across t
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -75,6 +77,7 @@ def init_distributed(device: Any = None) -> torch.device:
         torch.cuda.set_device(local)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        atexit.register(_release_at_exit)
     # ignite (MONAI's engines and handlers) builds its own view of the process group on first use with a
     # collective call; make that happen here, on every rank, not later inside a rank-0-only handler (a deadlock)
     import ignite.distributed as idist
@@ -88,6 +91,18 @@ def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _release_at_exit() -> None:
+    """Registered by :func:`init_distributed` to run when the job's script ends, before the interpreter is taken
+    down: leave the process group if the job did not (it failed before its ``finalize``), then free the objects that
+    only reference cycles still hold (a finished bundle workflow: its engines, the ``DistributedDataParallel``
+    wrappers and, through them, the process group and its communication threads). Left to the interpreter's own
+    teardown, a gloo thread can release the last tensors of a collective after Python is gone, and the process then
+    aborts ("terminate called without an active exception") after a finished run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
 
 
 def barrier() -> None:

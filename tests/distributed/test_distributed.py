@@ -107,7 +107,8 @@ def test_helpers_in_one_process(monkeypatch):
 def test_train_exploiter_with_torchrun_scores_like_one_process(tmp_path, data):
     """``torchrun ... train_exploiter.json + multi_gpu_exploit.json``: each rank scores its share of the test set,
     rank 0 writes one result; the per-image scores equal a single-process evaluation of the saved model (plain
-    ``state_dict`` keys, no ``module.`` prefix), and only rank 0 writes a TensorBoard file."""
+    ``state_dict`` keys, no ``module.`` prefix), only rank 0 writes a TensorBoard file, and the processes free their
+    DDP network before the interpreter's teardown (an abort there once failed a finished run)."""
     from monai.data import DataLoader, Dataset
 
     from monai_umed.apps.exploit import evaluate_exploiter, exploit_items, exploit_transforms, resolve_exploit_data
@@ -118,9 +119,16 @@ def test_train_exploiter_with_torchrun_scores_like_one_process(tmp_path, data):
     out = tmp_path / "ex"
     sizes = "{'channels': (4, 8, 16), 'strides': (2, 2), 'num_res_units': 1}"
     configs = str([str(CONFIGS / "train_exploiter.json"), str(CONFIGS / "multi_gpu_exploit.json")])
-    _torchrun(2, "-m", "monai.bundle", "run", "train_exploiter", "--config_file", configs, "--dataset_dir", str(data),
-              "--datalist", str(split), "--output_dir", str(out), "--image_size", "32", "--max_epochs", "2",
-              "--batch_size", "4", "--lr", "0.01", "--progress", "false", "--exploiter_kwargs", sizes)
+    # ``python -m monai.bundle run ...`` through a wrapper that looks, at exit, for DDP wrappers still alive
+    report = tmp_path / "exit"
+    report.mkdir()
+    _torchrun(2, str(HERE / "bundle_exit_worker.py"), str(report), "run", "train_exploiter", "--config_file", configs,
+              "--dataset_dir", str(data), "--datalist", str(split), "--output_dir", str(out), "--image_size", "32",
+              "--max_epochs", "2", "--batch_size", "4", "--lr", "0.01", "--progress", "false", "--exploiter_kwargs",
+              sizes)
+    # the finished workflow (held by reference cycles) and its DDP network were freed before the interpreter's
+    # teardown, on both ranks: no gloo thread is left to release a collective's tensors after Python is gone
+    assert [(report / f"rank{r}.txt").read_text() for r in (0, 1)] == ["0", "0"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(list((out / "logs").iterdir())) == 1
 
