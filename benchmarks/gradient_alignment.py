@@ -10,7 +10,7 @@ with respect to the network's weights is taken on both:
 * ``rel``: ``|g_protected - g_clean| / |g_clean|``, the part of the step that comes from the perturbation.
 
 Then the optimiser steps with the protected gradient, as the exploiter does. The clean test images are scored
-(mean DSC of the foreground, MONAI ``DiceMetric``) after every epoch, as ``train_exploiter`` does. The curve shows
+(mean DSC of the foreground classes, MONAI ``DiceMetric``) after every epoch, as ``train_exploiter`` does. The curve shows
 *when* a protection starts to act: a perturbation that protects from the first epoch must take over the gradient
 in the first steps.
 
@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 from monai_umed.apps.exploit_data import exploit_items, exploit_transforms, resolve_exploit_data  # noqa: E402
 from monai_umed.apps.protect import dataset_classes, infer_channels  # noqa: E402
 from monai_umed.networks import get_exploiter  # noqa: E402
+from monai_umed.utils import atomic_write_text  # noqa: E402
 
 
 def flat_grad(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Tensor:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_items, test_items = resolve_exploit_data(args.dataset_dir, args.datalist, args.train_dir,
                                                    check_duplicates=False)
     channels = infer_channels(train_items + test_items)
-    classes = dataset_classes(train_items + test_items, "binary")
+    classes = dataset_classes(train_items + test_items, "auto")  # as train_exploiter
     num_classes = len(classes) + 1 if classes else 2
     clean_items = [{**e, "image": e["source_image"]} for e in train_items]
     tf = exploit_transforms(args.image_size, channels, None, classes, 2)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"args": vars(args), "n_train": len(train_items), "n_test": len(test_items), "epochs": epochs,
               "steps": steps}
     if args.output:
-        Path(args.output).write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(Path(args.output), json.dumps(result, indent=1) + "\n")
     return result
 
 
