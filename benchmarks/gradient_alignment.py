@@ -10,7 +10,7 @@ with respect to the network's weights is taken on both:
 * ``rel``: ``|g_protected - g_clean| / |g_clean|``, the part of the step that comes from the perturbation.
 
 Then the optimiser steps with the protected gradient, as the exploiter does. The clean test images are scored
-(mean DSC of the foreground classes, MONAI ``DiceMetric``) after every epoch, as ``train_exploiter`` does. The curve shows
+(``train_exploiter``'s own evaluation) after every epoch. The curve shows
 *when* a protection starts to act: a perturbation that protects from the first epoch must take over the gradient
 in the first steps.
 
@@ -32,13 +32,12 @@ import numpy as np
 import torch
 from monai.data import CacheDataset, DataLoader
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
-from monai.networks.utils import one_hot
 from monai.utils import set_determinism
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from monai_umed.apps.exploit import evaluate_exploiter  # noqa: E402
 from monai_umed.apps.exploit_data import exploit_items, exploit_transforms, resolve_exploit_data  # noqa: E402
 from monai_umed.apps.protect import dataset_classes, infer_channels  # noqa: E402
 from monai_umed.networks import get_exploiter  # noqa: E402
@@ -49,18 +48,6 @@ def flat_grad(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> torch.Ten
     """The gradient of ``loss`` with respect to ``params``, as one vector."""
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     return torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for g, p in zip(grads, params)])
-
-
-def test_dsc(network: torch.nn.Module, loader: DataLoader, num_classes: int) -> float:
-    """Mean foreground DSC of ``network``'s argmax on ``loader`` (empty masks excluded, as ``train_exploiter``)."""
-    metric = DiceMetric(include_background=False, reduction="mean", ignore_empty=True)
-    network.eval()
-    with torch.no_grad():
-        for batch in loader:
-            pred = network(batch["image"]).argmax(1, keepdim=True)
-            metric(one_hot(pred, num_classes), one_hot(batch["label"].long(), num_classes))
-    network.train()
-    return float(metric.aggregate().item())
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -123,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"epoch": epoch, "cos_mean": float(np.mean([s["cos"] for s in these])),
                "rel_mean": float(np.mean([s["rel"] for s in these])),
                "cos_first5": float(np.mean([s["cos"] for s in these[:5]])),
-               "test_dsc": test_dsc(network, test_loader, num_classes)}
+               "test_dsc": evaluate_exploiter(network, test_loader, num_classes=num_classes)[0]["dsc"]}
+        network.train()  # the evaluator leaves it in eval mode
         epochs.append(row)
         print(f"epoch {epoch}: cos {row['cos_mean']:.3f} (first 5 steps {row['cos_first5']:.3f}), rel "
               f"{row['rel_mean']:.3f}, clean test DSC {row['test_dsc']:.3f} ({time.perf_counter() - t0:.0f} s)",
