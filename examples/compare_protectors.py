@@ -17,6 +17,11 @@ PSNR / SSIM of the written files, protect wall time, the commands) and ``table.c
 (final / best DSC), also as ``matrix.csv`` and ``heatmap.png``. ``--reuse`` skips every step
 whose outputs exist and whose command is unchanged, so an interrupted comparison resumes.
 
+A defense or a variant may carry one setting after ``@``, so that one matrix holds the rows and columns of a whole
+robustness study: ``jpeg@10`` (JPEG at quality 10, ISS's setting, beside ``jpeg`` at ``--jpeg_quality``),
+``gaussian_blur@1.5`` (sigma), ``adversarial_training@8/255`` (the PGD radius); ``umed@8/255`` or
+``umed_robust@8/255`` (the variant's protector at that l-inf epsilon, in the folder ``umed_eps8-255``).
+
 Variants (``--variants``, a comma list; ``table1`` and ``table5`` expand to the paper's rows):
 
 - ``umed``, ``lsp``, ``em``, ``tap``, ``sep``, ``ar``: the six protectors, each with its bundle config
@@ -94,29 +99,100 @@ CSV_COLUMNS = ("variant", "description", "dsc", "jaccard", "dsc_best", "dsc_best
                "protect_seconds", "exploit_seconds")
 
 
+#: defenses that take one setting in ``--defenses`` as ``NAME@VALUE``: the ``train_exploiter`` option it sets
+DEFENSE_SETTINGS = {"jpeg": "jpeg_quality", "gaussian_blur": "blur_sigma", "adversarial_training": "adv_epsilon"}
+
+
+def _epsilon_text(value: str, what: str) -> str:
+    """``value`` checked as an l-inf epsilon (``8/255`` or ``0.0314``) and returned as given."""
+    from monai_umed.apps import parse_epsilon
+
+    try:
+        parse_epsilon(value, what)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def split_variant(label: str) -> tuple[str, str | None]:
+    """``"umed_robust@8/255"`` -> ``("umed_robust", "8/255")``; ``"umed"`` -> ``("umed", None)``."""
+    base, at, eps = label.partition("@")
+    return base, (eps if at else None)
+
+
+def variant_dir(label: str) -> str:
+    """Folder of a variant column: its name, with ``_eps<epsilon>`` for ``VARIANT@EPS`` (``umed_eps8-255``)."""
+    base, eps = split_variant(label)
+    return base if eps is None else f"{base}_eps{eps.replace('/', '-')}"
+
+
 def expand_variants(text: str) -> list[str]:
-    """``"table1,umed_vanilla"`` -> the variant names, groups expanded, order kept, duplicates dropped.
+    """``"table1,umed_vanilla,umed@8/255"`` -> the variant columns, groups expanded, order kept, duplicates dropped.
+    ``VARIANT@EPS`` is the variant's protector at l-inf epsilon ``EPS`` (``8/255`` or ``0.0314``).
 
     Raises:
-        ValueError: an unknown variant or group (the message lists the valid names).
+        ValueError: an unknown variant or group (the message lists the valid names), or an epsilon that is not one.
     """
     out: list[str] = []
     for name in comma_list(text):
-        names = GROUPS.get(name, [name])
+        base, eps = split_variant(name)
+        if eps is not None:
+            if base in GROUPS:
+                raise ValueError(f"{name!r}: give an epsilon to single variants, not to the group {base!r}")
+            _epsilon_text(eps, f"variants {name}")
+        names = GROUPS.get(base, [base])
         for n in names:
             if n not in VARIANTS:
                 raise ValueError(f"unknown variant {n!r}; valid: {', '.join([*GROUPS, *VARIANTS])}")
-            if n not in out:
-                out.append(n)
+            label = n if eps is None else f"{n}@{eps}"
+            if label not in out:
+                out.append(label)
     return out
 
 
+def parse_defenses(text: str) -> list[str]:
+    """``"none,jpeg,jpeg@10,adversarial_training@8/255"`` -> the defense rows, checked: a known defense, and a
+    setting after ``@`` only for those of :data:`DEFENSE_SETTINGS` (JPEG quality 1-100, blur sigma > 0, PGD epsilon).
+
+    Raises:
+        ValueError: an empty list, an unknown defense, or a setting the defense does not take or cannot use.
+    """
+    from monai_umed.apps import EXPLOIT_DEFENSES
+
+    rows = comma_list(text)
+    if not rows:
+        raise ValueError("--defenses: empty list")
+    bad = [r for r in rows if r.partition("@")[0] not in EXPLOIT_DEFENSES]
+    if bad:
+        raise ValueError(f"--defenses: unknown {bad}; valid: {', '.join(EXPLOIT_DEFENSES)}")
+    for row in rows:
+        name, at, value = row.partition("@")
+        if not at:
+            continue
+        if name not in DEFENSE_SETTINGS:
+            raise ValueError(f"--defenses {row!r}: {name} takes no setting; settings: "
+                             + ", ".join(f"{k}@{v}" for k, v in DEFENSE_SETTINGS.items()))
+        try:
+            if name == "jpeg":
+                ok = value.isdigit() and 1 <= int(value) <= 100
+            elif name == "gaussian_blur":
+                ok = float(value) > 0
+            else:
+                ok = bool(_epsilon_text(value, f"defenses {row}"))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"--defenses {row!r}: {value!r} is not a valid {DEFENSE_SETTINGS[name]}")
+    return rows
+
+
 def parse_extra(items: list[str]) -> dict[str, list[str]]:
-    """``["sep=--pgd_steps 50"]`` -> ``{"sep": ["--pgd_steps", "50"]}`` (a repeated variant's arguments add up)."""
+    """``["sep=--pgd_steps 50"]`` -> ``{"sep": ["--pgd_steps", "50"]}`` (a repeated variant's arguments add up).
+    The key is a variant (its arguments go to every epsilon of it) or a ``VARIANT@EPS`` column."""
     out: dict[str, list[str]] = {}
     for item in items:
         name, sep, args = item.partition("=")
-        if not sep or name.strip() not in VARIANTS:
+        if not sep or split_variant(name.strip())[0] not in VARIANTS:
             raise ValueError(f"--extra expects VARIANT=ARGS with a known variant, got {item!r}")
         out.setdefault(name.strip(), []).extend(shlex.split(args))
     return out
@@ -127,12 +203,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset_dir", required=True, help="dataset folder")
     p.add_argument("--stems", default=None, help="optional text file with one case stem per line (the split's cases)")
     p.add_argument("--output_dir", required=True, help="comparison folder (must not be inside the dataset)")
-    p.add_argument("--variants", default="table1", help="comma list of variants and groups (table1, table5)")
+    p.add_argument("--variants", default="table1",
+                   help="comma list of variants and groups (table1, table5); VARIANT@EPS for another l-inf epsilon")
     p.add_argument("--extra", action="append", default=[], help='VARIANT=ARGS, e.g. "sep=--pgd_steps 50"')
     p.add_argument("--protect_args", default="", help="arguments added to every protect command")
     p.add_argument("--image_size", type=int, default=96, help="training size of the trained protectors and exploiters")
     p.add_argument("--exploiter", default="unet")
-    p.add_argument("--defenses", default="none", help="comma list of exploiter defenses (a matrix when not only none)")
+    p.add_argument("--defenses", default="none",
+                   help="comma list of exploiter defenses (a matrix when not only none); jpeg@10, gaussian_blur@SIGMA, "
+                        "adversarial_training@EPS for another setting")
     p.add_argument("--jpeg_quality", type=int, default=30, help="quality of the jpeg defense (10: the ISS setting)")
     p.add_argument("--max_epochs", type=int, default=30, help="exploiter epochs")
     p.add_argument("--batch_size", type=int, default=16, help="exploiter batch size")
@@ -144,13 +223,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reuse", action="store_true", help="skip steps whose outputs exist (resume)")
     p.add_argument("--quiet", action="store_true", help="do not echo the steps' output (it is still logged)")
     args = p.parse_args(argv)
-    from monai_umed.apps import EXPLOIT_DEFENSES
-
-    args.defense_list = comma_list(args.defenses)
-    bad = [d for d in args.defense_list if d not in EXPLOIT_DEFENSES]
-    if bad or not args.defense_list:
-        p.error(f"--defenses: unknown {bad or 'empty list'}; valid: {', '.join(EXPLOIT_DEFENSES)}")
     try:
+        args.defense_list = parse_defenses(args.defenses)
         args.variant_list = expand_variants(args.variants)
         args.extra_args = parse_extra(args.extra)
     except ValueError as exc:
@@ -161,52 +235,72 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def protect_command(args: argparse.Namespace, variant: str, dataset: Path, split: Path, out: Path) -> list[str]:
-    """The bundle ``protect`` command of one variant."""
-    config, name, extra, _ = VARIANTS[variant]
+    """The bundle ``protect`` command of one variant column (``VARIANT@EPS``: with ``--epsilon EPS``)."""
+    base, eps = split_variant(variant)
+    config, name, extra, _ = VARIANTS[base]
     overrides: dict = {"dataset_dir": dataset, "datalist": split, "output_dir": out, "seed": args.seed}
     if name in TRAINED:
         overrides.update(image_size=args.image_size, device=None if args.device == "auto" else args.device)
     if config == "protect.json":
         overrides["verify"] = args.verify
-    tail = [*extra, *shlex.split(args.protect_args), *args.extra_args.get(variant, [])]
+    tail = [*extra, *shlex.split(args.protect_args), *args.extra_args.get(base, [])]
+    if eps is not None:
+        tail += [*args.extra_args.get(variant, []), "--epsilon", eps]
     return bundle_command("protect", config, overrides, tail)
+
+
+def variant_description(variant: str) -> str:
+    base, eps = split_variant(variant)
+    return VARIANTS[base][3] + ("" if eps is None else f", epsilon {eps}")
 
 
 def exploit_command(
     args: argparse.Namespace, dataset: Path, split: Path, train_dir: Path | None, out: Path, defense: str = "none"
 ) -> list[str]:
     """The bundle ``train_exploiter`` command, trained on ``train_dir`` (clean when ``None``) under ``defense``,
-    scored on the clean test set."""
-    return bundle_command(
-        "train_exploiter",
-        "train_exploiter.json",
-        {
-            "dataset_dir": dataset, "datalist": split, "train_dir": train_dir, "output_dir": out,
-            "exploiter": args.exploiter, "image_size": args.image_size, "max_epochs": args.max_epochs,
-            "batch_size": args.batch_size, "lr": args.exploiter_lr, "seed": args.seed,
-            "device": None if args.device == "auto" else args.device, "progress": False,
-            "defense": None if defense == "none" else defense,
-            "jpeg_quality": args.jpeg_quality if defense == "jpeg" else None,
-        },
-    )
+    scored on the clean test set. ``defense`` is a row of :func:`parse_defenses` (``jpeg@10`` sets
+    ``--jpeg_quality 10``; plain ``jpeg`` takes ``--jpeg_quality``)."""
+    name, at, value = defense.partition("@")
+    overrides = {
+        "dataset_dir": dataset, "datalist": split, "train_dir": train_dir, "output_dir": out,
+        "exploiter": args.exploiter, "image_size": args.image_size, "max_epochs": args.max_epochs,
+        "batch_size": args.batch_size, "lr": args.exploiter_lr, "seed": args.seed,
+        "device": None if args.device == "auto" else args.device, "progress": False,
+        "defense": None if name == "none" else name,
+        "jpeg_quality": args.jpeg_quality if name == "jpeg" else None,
+    }
+    if at:
+        overrides[DEFENSE_SETTINGS[name]] = value
+    return bundle_command("train_exploiter", "train_exploiter.json", overrides)
 
 
 def run_name(base: str, defense: str) -> str:
-    """Folder / step name of an exploiter run: ``base`` without a defense, ``base_<defense>`` with one."""
-    return base if defense == "none" else f"{base}_{defense}"
+    """Folder / step name of an exploiter run: ``base`` without a defense, ``base_<defense>`` with one
+    (``jpeg@10`` -> ``base_jpeg_10``, ``adversarial_training@8/255`` -> ``base_adversarial_training_8-255``)."""
+    return base if defense == "none" else f"{base}_{defense.replace('@', '_').replace('/', '-')}"
 
 
-def write_matrix(out: Path, args: argparse.Namespace, matrix: dict[tuple[str, str], dict]) -> list[str]:
-    """``matrix.csv`` (one row per defense and column) and ``heatmap.png`` (final DSC, rows defenses, columns clean
-    and the variants); returns the markdown table."""
+def defense_label(defense: str, args: argparse.Namespace) -> str:
+    """A matrix row's name as shown: ``jpeg`` with its quality (``jpeg (quality 30)``), the others as given."""
+    return f"jpeg (quality {args.jpeg_quality})" if defense == "jpeg" else defense
+
+
+def write_matrix(
+    out: Path, args: argparse.Namespace, matrix: dict[tuple[str, str], dict], files: dict[str, dict] | None = None
+) -> list[str]:
+    """``matrix.csv`` (one row per defense and column, with the PSNR / SSIM of the column's files) and
+    ``heatmap.png`` (final DSC, rows defenses, columns clean and the variants); returns the markdown table, whose
+    last row is the PSNR / SSIM of each column's files (``files``: column -> ``{"psnr", "ssim"}``)."""
     columns = ["clean", *args.variant_list]
+    files = files or {}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["defense", "column", "dsc", "dsc_best", "dsc_best_epoch", "jaccard"])
+    w.writerow(["defense", "column", "dsc", "dsc_best", "dsc_best_epoch", "jaccard", "psnr", "ssim"])
     for d in args.defense_list:
         for c in columns:
-            m = matrix.get((d, c)) or {}
-            w.writerow([d, c, *["" if m.get(k) is None else m[k] for k in ("dsc", "dsc_best", "dsc_best_epoch", "jaccard")]])
+            m = {**(matrix.get((d, c)) or {}), **(files.get(c) or {})}
+            keys = ("dsc", "dsc_best", "dsc_best_epoch", "jaccard", "psnr", "ssim")
+            w.writerow([d, c, *["" if m.get(k) is None else m[k] for k in keys]])
     atomic_write_text(out / "matrix.csv", buf.getvalue())
     lines = [
         "## DSC under each defense (final / best epoch)",
@@ -222,24 +316,33 @@ def write_matrix(out: Path, args: argparse.Namespace, matrix: dict[tuple[str, st
         for c in columns:
             m = matrix.get((d, c)) or {}
             cells.append(f"{fmt(m.get('dsc'), 3)} / {fmt(m.get('dsc_best'), 3)}")
-        lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    _heatmap(out / "heatmap.png", args.defense_list, columns, matrix)
+        lines.append(f"| {defense_label(d, args)} | " + " | ".join(cells) + " |")
+    quality = ["-"]
+    for c in columns[1:]:
+        f = files.get(c) or {}
+        quality.append("n/a" if f.get("psnr") is None else f"{f['psnr']:.2f} dB / {fmt(f.get('ssim'), 4)}")
+    lines.append("| PSNR / SSIM of the files | " + " | ".join(quality) + " |")
+    _heatmap(out / "heatmap.png", [defense_label(d, args) for d in args.defense_list], args.defense_list, columns,
+             matrix)
     return lines + ["", "![final DSC](heatmap.png)"]
 
 
-def _heatmap(path: Path, rows: list[str], columns: list[str], matrix: dict[tuple[str, str], dict]) -> None:
-    """A heat-map of the final DSC (white 0 -> red 1) with the values written in the cells, saved atomically."""
+def _heatmap(
+    path: Path, labels: list[str], rows: list[str], columns: list[str], matrix: dict[tuple[str, str], dict]
+) -> None:
+    """A heat-map of the final DSC (white 0 -> red 1) with the values written in the cells, rows named by
+    ``labels``, saved atomically."""
     from PIL import Image, ImageDraw
 
     from monai_umed.utils import atomic_write_bytes
 
-    cw, ch, left, top = 110, 28, 170, 36
+    cw, ch, left, top = 130, 28, 190, 36
     img = Image.new("RGB", (left + cw * len(columns), top + ch * len(rows)), "white")
     draw = ImageDraw.Draw(img)
     for j, c in enumerate(columns):
-        draw.text((left + j * cw + 4, 10), c[:16], fill="black")
-    for i, d in enumerate(rows):
-        draw.text((4, top + i * ch + 8), d[:24], fill="black")
+        draw.text((left + j * cw + 4, 10), c[:20], fill="black")
+    for i, (d, label) in enumerate(zip(rows, labels)):
+        draw.text((4, top + i * ch + 8), label[:28], fill="black")
         for j, c in enumerate(columns):
             v = (matrix.get((d, c)) or {}).get("dsc")
             x0, y0 = left + j * cw, top + i * ch
@@ -289,7 +392,8 @@ def write_tables(
             f"{'n/a' if t is None else f'{t:.0f} s'} |"
         )
     if matrix is not None and args.defense_list != ["none"]:
-        lines += [""] + write_matrix(out, args, matrix)
+        files = {r["variant"]: {"psnr": r.get("psnr"), "ssim": r.get("ssim")} for r in rows}
+        lines += [""] + write_matrix(out, args, matrix, files)
     lines += ["", "## Commands", ""] + [f"- `{c}`" for c in commands]
     lines += ["", f"Comparison command: `{shlex.join(['python', *sys.argv])}`", ""]
     atomic_write_text(out / "table.md", "\n".join(lines))
@@ -343,22 +447,23 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     for variant in args.variant_list:
-        protect_dir = out / variant / "protect"
+        folder = variant_dir(variant)
+        protect_dir = out / folder / "protect"
         cmd = protect_command(args, variant, dataset, split_file, protect_dir)
-        ran = step(f"{variant}.protect", cmd, not rerun and protect_complete(protect_dir),
+        ran = step(f"{folder}.protect", cmd, not rerun and protect_complete(protect_dir),
                    before=lambda d=protect_dir: move_aside(d))
         for d in args.defense_list:
-            run_dir = out / variant / run_name("exploit", d)
+            run_dir = out / folder / run_name("exploit", d)
             cmd = exploit_command(args, dataset, split_file, protect_dir / "protected", run_dir, d)
-            step(f"{variant}.{run_name('exploit', d)}", cmd, not (rerun or ran) and (run_dir / "metrics.json").is_file())
+            step(f"{folder}.{run_name('exploit', d)}", cmd, not (rerun or ran) and (run_dir / "metrics.json").is_file())
             matrix[(d, variant)] = metrics_of(run_dir)
-        exploit_dir = out / variant / "exploit"
+        exploit_dir = out / folder / "exploit"
         summary = (read_json(protect_dir / "manifest.json") or {}).get("summary") or {}
         rows.append({
-            "variant": variant, "description": VARIANTS[variant][3], **metrics_of(exploit_dir),
+            "variant": variant, "description": variant_description(variant), **metrics_of(exploit_dir),
             "psnr": summary.get("psnr_mean"), "ssim": summary.get("ssim_mean"), "linf_max": summary.get("linf_max"),
-            "protect_seconds": steps.seconds(f"{variant}.protect"),
-            "exploit_seconds": steps.seconds(f"{variant}.exploit"),
+            "protect_seconds": steps.seconds(f"{folder}.protect"),
+            "exploit_seconds": steps.seconds(f"{folder}.exploit"),
         })
         write_tables(out, args, rows, clean, commands, matrix)  # a partial table after every variant
     write_tables(out, args, rows, clean, commands, matrix)

@@ -180,6 +180,35 @@ def test_compare_protectors_variants_and_errors():
         cmp.parse_extra(["nothing=--x 1"])
 
 
+def test_compare_protectors_settings_after_at():
+    """``VARIANT@EPS`` columns and ``DEFENSE@VALUE`` rows: parsed, checked, and passed to the bundle commands."""
+    cmp = _load_example("compare_protectors")
+    assert cmp.expand_variants("umed,umed_robust@8/255,umed@8/255,umed") == ["umed", "umed_robust@8/255", "umed@8/255"]
+    assert cmp.variant_dir("umed_robust@8/255") == "umed_robust_eps8-255" and cmp.variant_dir("lsp") == "lsp"
+    for bad, message in [("table1@8/255", "not to the group"), ("umed@9", "must be in"), ("umed@x", "not a number"),
+                         ("nothing@8/255", "unknown variant 'nothing'")]:
+        with pytest.raises(ValueError, match=message):
+            cmp.expand_variants(bad)
+    assert cmp.parse_defenses("none,jpeg,jpeg@10,adversarial_training@8/255") == [
+        "none", "jpeg", "jpeg@10", "adversarial_training@8/255"
+    ]
+    for bad, message in [("jpeg@0", "not a valid jpeg_quality"), ("jpeg@ten", "not a valid jpeg_quality"),
+                         ("median@3", "median takes no setting"), ("gaussian_blur@-1", "not a valid blur_sigma"),
+                         ("adversarial_training@2", "not a valid adv_epsilon"), ("blur", "unknown"), ("", "empty")]:
+        with pytest.raises(ValueError, match=message):
+            cmp.parse_defenses(bad)
+    args = cmp.parse_args(["--dataset_dir", str(EXAMPLES), "--output_dir", "o", "--variants", "lsp@8/255",
+                           "--extra", "lsp=--patch_size 4", "--extra", "lsp@8/255=--seed 3"])
+    cmd = cmp.protect_command(args, "lsp@8/255", Path("d"), Path("s.json"), Path("o"))
+    assert cmd[-6:] == ["--patch_size", "4", "--seed", "3", "--epsilon", "8/255"]
+    assert cmd.count("--seed") == 1  # the column's own --seed wins over the comparison's
+    cmd = cmp.exploit_command(args, Path("d"), Path("s.json"), None, Path("o"), "adversarial_training@8/255")
+    assert cmd[cmd.index("--defense") + 1] == "adversarial_training" and cmd[cmd.index("--adv_epsilon") + 1] == "8/255"
+    cmd = cmp.exploit_command(args, Path("d"), Path("s.json"), None, Path("o"), "jpeg@10")
+    assert cmd[cmd.index("--jpeg_quality") + 1] == "10"
+    assert cmp.run_name("exploit", "adversarial_training@8/255") == "exploit_adversarial_training_8-255"
+
+
 @pytest.mark.slow
 def test_compare_protectors_end_to_end(tmp_path):
     """Two Table-5 rows: each variant's setting reaches its protector, the table has a row per variant, reuse."""
@@ -222,8 +251,8 @@ def test_compare_protectors_defense_matrix(tmp_path):
     out = tmp_path / "cmp"
     cmd = [
         sys.executable, str(EXAMPLES / "compare_protectors.py"), "--dataset_dir", str(ds), "--output_dir", str(out),
-        "--variants", "lsp", "--image_size", "32", "--max_epochs", "1", "--quiet",
-        "--defenses", "none,median,jpeg", "--jpeg_quality", "10",
+        "--variants", "lsp,lsp@8/255", "--image_size", "32", "--max_epochs", "1", "--quiet",
+        "--defenses", "none,median,jpeg,jpeg@30", "--jpeg_quality", "10",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
@@ -231,15 +260,25 @@ def test_compare_protectors_defense_matrix(tmp_path):
     with open(out / "matrix.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [(r["defense"], r["column"]) for r in rows] == [
-        (d, c) for d in ("none", "median", "jpeg") for c in ("clean", "lsp")
+        (d, c) for d in ("none", "median", "jpeg", "jpeg@30") for c in ("clean", "lsp", "lsp@8/255")
     ]
     assert all(0.0 <= float(r["dsc"]) <= 1.0 for r in rows)
     for run in ("clean", "clean_median", "clean_jpeg", "lsp/exploit", "lsp/exploit_median", "lsp/exploit_jpeg"):
         metrics = json.loads((out / run / "metrics.json").read_text())
         assert metrics["defense"] == (run.split("_")[-1] if "_" in run else "none"), run
     assert json.loads((out / "lsp" / "exploit_jpeg" / "metrics.json").read_text())["defense_params"] == {"quality": 10}
+    jpeg30 = json.loads((out / "lsp_eps8-255" / "exploit_jpeg_30" / "metrics.json").read_text())
+    assert jpeg30["defense"] == "jpeg" and jpeg30["defense_params"] == {"quality": 30}
+    # the column's files: LSP at 8/255 uses its larger budget, and the matrix reports each column's PSNR
+    s4 = json.loads((out / "lsp" / "protect" / "manifest.json").read_text())["summary"]
+    s8 = json.loads((out / "lsp_eps8-255" / "protect" / "manifest.json").read_text())["summary"]
+    assert s4["linf_max"] <= 4 / 255 + 1e-6 < s8["linf_max"] <= 8 / 255 + 1e-6 and s8["psnr_mean"] < s4["psnr_mean"]
+    assert {(r["column"], round(float(r["psnr"]), 6)) for r in rows if r["column"] != "clean"} == {
+        ("lsp", round(s4["psnr_mean"], 6)), ("lsp@8/255", round(s8["psnr_mean"], 6))
+    }
     table = (out / "table.md").read_text()
-    assert "## DSC under each defense" in table and "| median |" in table and "| jpeg |" in table
+    assert "## DSC under each defense" in table and "| median |" in table and "| jpeg (quality 10) |" in table
+    assert "| jpeg@30 |" in table and f"| PSNR / SSIM of the files | - | {s4['psnr_mean']:.2f} dB" in table
     with Image.open(out / "heatmap.png") as img:
         assert img.width > 200 and img.height > 80
     bad = subprocess.run([*cmd[:-4], "--defenses", "none,blur"], env=env, capture_output=True, text=True, timeout=60)
