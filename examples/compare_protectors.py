@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import shlex
 import sys
 import time
@@ -63,6 +64,7 @@ from protection_report import (  # noqa: E402  (shared helpers of the example sc
     run_step,
 )
 
+from monai_umed.apps import parse_epsilon  # noqa: E402
 from monai_umed.utils import atomic_write_text  # noqa: E402
 
 #: variant -> (protect config, protector name, extra protect arguments, description)
@@ -103,17 +105,6 @@ CSV_COLUMNS = ("variant", "description", "dsc", "jaccard", "dsc_best", "dsc_best
 DEFENSE_SETTINGS = {"jpeg": "jpeg_quality", "gaussian_blur": "blur_sigma", "adversarial_training": "adv_epsilon"}
 
 
-def _epsilon_text(value: str, what: str) -> str:
-    """``value`` checked as an l-inf epsilon (``8/255`` or ``0.0314``) and returned as given."""
-    from monai_umed.apps import parse_epsilon
-
-    try:
-        parse_epsilon(value, what)
-    except ValueError as exc:
-        raise ValueError(str(exc)) from None
-    return value
-
-
 def split_variant(label: str) -> tuple[str, str | None]:
     """``"umed_robust@8/255"`` -> ``("umed_robust", "8/255")``; ``"umed"`` -> ``("umed", None)``."""
     base, at, eps = label.partition("@")
@@ -139,7 +130,7 @@ def expand_variants(text: str) -> list[str]:
         if eps is not None:
             if base in GROUPS:
                 raise ValueError(f"{name!r}: give an epsilon to single variants, not to the group {base!r}")
-            _epsilon_text(eps, f"variants {name}")
+            parse_epsilon(eps, f"variants {name}")  # a UserInputError (a ValueError) naming the column
         names = GROUPS.get(base, [base])
         for n in names:
             if n not in VARIANTS:
@@ -176,9 +167,9 @@ def parse_defenses(text: str) -> list[str]:
             if name == "jpeg":
                 ok = value.isdigit() and 1 <= int(value) <= 100
             elif name == "gaussian_blur":
-                ok = float(value) > 0
+                ok = math.isfinite(float(value)) and float(value) > 0
             else:
-                ok = bool(_epsilon_text(value, f"defenses {row}"))
+                ok = 0 < parse_epsilon(value, f"defenses {row}") < 1
         except ValueError:
             ok = False
         if not ok:

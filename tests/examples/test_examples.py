@@ -194,6 +194,7 @@ def test_compare_protectors_settings_after_at():
     ]
     for bad, message in [("jpeg@0", "not a valid jpeg_quality"), ("jpeg@ten", "not a valid jpeg_quality"),
                          ("median@3", "median takes no setting"), ("gaussian_blur@-1", "not a valid blur_sigma"),
+                         ("gaussian_blur@inf", "not a valid blur_sigma"),
                          ("adversarial_training@2", "not a valid adv_epsilon"), ("blur", "unknown"), ("", "empty")]:
         with pytest.raises(ValueError, match=message):
             cmp.parse_defenses(bad)
