@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -20,6 +21,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder not found: {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def load_script():
+    """Import a script of the repository that is not part of the package (``examples/X.py``, ``benchmarks/X.py``)
+    from its path relative to the repository root, as a module."""
+
+    def load(relpath: str):
+        path = Path(__file__).resolve().parents[1] / relpath
+        spec = importlib.util.spec_from_file_location(path.parent.name + "_" + path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 # One intra-op thread: tests use tiny tensors, and on a shared 2-core machine several threads per process

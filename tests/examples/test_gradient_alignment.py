@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -14,15 +13,6 @@ from PIL import Image
 
 from monai_umed.apps.split import write_split
 from monai_umed.data import make_synthetic_dataset
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("gradient_alignment", REPO / "benchmarks" / "gradient_alignment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +33,11 @@ def _copy(ds: Path, dst: Path, shift: int) -> Path:
 
 
 @pytest.mark.parametrize("shift", [0, 60])
-def test_cosine_is_one_for_the_clean_files_and_drops_for_a_shortcut(split, tmp_path, shift):
+def test_cosine_is_one_for_the_clean_files_and_drops_for_a_shortcut(split, tmp_path, shift, load_script):
     ds, split_file = split
     train_dir = _copy(ds, tmp_path / "train", shift)
     out = tmp_path / "ga.json"
-    result = _load().main(["--dataset_dir", str(ds), "--datalist", str(split_file), "--train_dir", str(train_dir),
+    result = load_script("benchmarks/gradient_alignment.py").main(["--dataset_dir", str(ds), "--datalist", str(split_file), "--train_dir", str(train_dir),
                            "--image_size", "32", "--epochs", "2", "--batch_size", "4", "--output", str(out)])
     assert json.loads(out.read_text())["steps"] == result["steps"]
     assert result["n_train"] == 8 and len(result["steps"]) == 2 * 2  # 8 images, batches of 4, two epochs
