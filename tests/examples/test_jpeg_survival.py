@@ -49,7 +49,7 @@ def test_main_reads_a_manifest(tmp_path, capsys, monkeypatch, size, load_script)
     js.main()
     res = json.loads(capsys.readouterr().out)
     assert res["images"] == 2 and res["size"] == size and res["quality"] == 30
-    assert 0 <= res["projection_mean"] < 1 and res["snr_mean"] > 0
+    assert 0 <= res["projection_median"] < 1 and res["snr_median"] > 0
 
 
 def test_perturbation_erased_by_jpeg_has_no_signal(load_script):
