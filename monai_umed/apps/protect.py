@@ -276,7 +276,9 @@ def infer_channels(datalist: Sequence[dict]) -> int:
     volumes, their channel count (1, or the modalities of 4D files); for an image whose channels are separate files
     (nnU-Net), their total.
 
-    A grey image stored as RGB gets the same perturbation in its three channels, so it stays grey.
+    A grey image stored as RGB gets the same perturbation in its three channels, so it stays grey: in a grey
+    dataset through the one-channel networks, in a dataset that also holds colour images through
+    :func:`monai_umed.networks.nets.keep_grey`.
     """
     for item in datalist:
         files = image_paths(item["image"])

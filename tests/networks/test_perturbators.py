@@ -15,6 +15,7 @@ from monai_umed.networks.nets import (
     UMedPerturbator,
     compose_protected,
     contour_perturbation,
+    keep_grey,
     texture_perturbation,
 )
 
@@ -185,6 +186,35 @@ def test_perturb_fields_on_resized_raw_fields():
         protected, dc, dt = umed.perturb_fields(raw_c, raw_t, image, band, texture, roi_interior)
     assert_bounds(image, band, texture, roi_interior, protected, dc, dt, umed.epsilon)
     torch.testing.assert_close(dc, umed.contour.apply_bound(raw_c, band))
+
+
+def test_keep_grey_averages_the_channels_of_grey_images_only():
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 3, 8, 8, generator=g)
+    image[1] = image[1, :1].expand(3, -1, -1)  # grey stored as RGB
+    delta = torch.rand(3, 3, 8, 8, generator=g) * 2 - 1
+    out = keep_grey(image, delta)
+    torch.testing.assert_close(out[1], delta[1].mean(0, keepdim=True).expand(3, -1, -1))
+    assert torch.equal(out[0], delta[0]) and torch.equal(out[2], delta[2])
+    assert out.abs().max() <= delta.abs().max()
+    one = torch.rand(2, 1, 8, 8)
+    assert keep_grey(one, one) is one
+    # the generators' gradient reaches every channel through the mean
+    raw = delta.clone().requires_grad_(True)
+    keep_grey(image, raw).sum().backward()
+    assert torch.all(raw.grad[1] == 1.0)
+
+
+def test_protected_grey_image_stays_grey_in_training():
+    """UMedPerturbator.forward (the generators' training step) on a batch mixing a grey-as-RGB and a colour image."""
+    umed = make_umed(2, 3, "tanh")
+    image = torch.rand(2, 3, 16, 16)
+    image[0] = image[0, :1].expand(3, -1, -1)
+    band, texture, roi_interior = make_priors(2, (16, 16))
+    protected, dc, dt = umed(image, band, texture, roi_interior)
+    assert_bounds(image, band, texture, roi_interior, protected, dc, dt, umed.epsilon)
+    assert torch.equal(protected[0, 0], protected[0, 1]) and torch.equal(protected[0, 0], protected[0, 2])
+    assert not torch.equal(protected[1, 0], protected[1, 1])
 
 
 @pytest.mark.parametrize("parts", ["both", "contour", "texture"])

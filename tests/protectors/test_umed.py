@@ -124,3 +124,22 @@ def test_native_volume_larger_than_a_patch_is_one_pass():
     with torch.no_grad():
         (sw_c, _), = p._native_fields([x])
     assert sw_c.shape == raw_c.shape and not torch.allclose(sw_c, raw_c)
+
+
+def test_grey_image_among_colour_ones_gets_a_grey_perturbation():
+    """A grey image stored as RGB keeps equal channels after protection (a 3-channel protector: the dataset also
+    holds colour images); a colour image of the same batch keeps a colour perturbation."""
+    torch.manual_seed(0)
+    p = UMedProtector(in_channels=3, image_size=16, contour_channels=(4, 8), contour_strides=(2,),
+                      texture_channels=(4, 8), texture_strides=(2,)).eval()
+    with torch.no_grad():
+        for param in p.parameters():
+            param.mul_(3.0)
+    grey = torch.rand(1, 48, 40, generator=torch.Generator().manual_seed(1)).expand(3, -1, -1).clone()
+    colour = torch.rand(3, 48, 40, generator=torch.Generator().manual_seed(2))
+    y = _labels(48, 40)[0]
+    (d_grey, _), (d_colour, _) = p.native_delta_batch([grey, colour], [y, y], ["grey", "colour"])
+    assert d_grey.abs().max() > 0
+    assert torch.equal(d_grey[0], d_grey[1]) and torch.equal(d_grey[0], d_grey[2])
+    assert not torch.equal(d_colour[0], d_colour[1])
+    assert d_grey.abs().max() <= p.perturbator.epsilon + 1e-7

@@ -41,6 +41,7 @@ __all__ = [
     "texture_bound",
     "texture_perturbation",
     "compose_protected",
+    "keep_grey",
     "ContourPerturbator",
     "TexturePerturbator",
     "UMedPerturbator",
@@ -150,6 +151,24 @@ def compose_protected(image: torch.Tensor, delta_c: torch.Tensor, delta_t: torch
     ``image`` is on the [0, 1] scale (see the module docstring); the result is in [0, 1].
     """
     return torch.clamp(image + delta_c + delta_t, 0.0, 1.0)
+
+
+def keep_grey(image: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """
+    ``delta`` ``[B, C, *spatial]`` with, for every image of ``image`` whose C > 1 channels are all equal (a grey
+    image stored as RGB, in a dataset that also holds colour images), its mean over the channels in every channel,
+    so that the protected image stays grey: a colour perturbation on a grey image would be the first thing an
+    exploiter's grey-scale conversion removes (BUSI, README issue 13) and a tell that the image was altered.
+
+    The bounds of Eq. 4-5 are per pixel and the same in every channel, so the mean keeps them. Other images and
+    one-channel batches are returned unchanged.
+    """
+    if image.shape[1] < 2:
+        return delta
+    grey = (image == image[:, :1]).flatten(1).all(dim=1).view(-1, *([1] * (image.ndim - 1)))
+    if not bool(grey.any()):
+        return delta
+    return torch.where(grey, delta.mean(dim=1, keepdim=True).expand_as(delta), delta)
 
 
 class ContourPerturbator(nn.Module):
@@ -336,7 +355,8 @@ class UMedPerturbator(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Apply Eq. 4, 5 and 6 to precomputed raw fields (e.g. computed at the training size and resized to a
-        file's native grid, with native-resolution masks).
+        file's native grid, with native-resolution masks); a grey image among colour ones gets a grey
+        perturbation (:func:`keep_grey`).
 
         Returns:
             ``(protected, delta_c, delta_t)``.
@@ -350,6 +370,7 @@ class UMedPerturbator(nn.Module):
             delta_c = torch.zeros_like(delta_c)
         elif self.parts == "contour":
             delta_t = torch.zeros_like(delta_t)
+        delta_c, delta_t = keep_grey(image, delta_c), keep_grey(image, delta_t)
         return compose_protected(image, delta_c, delta_t), delta_c, delta_t
 
     def extra_repr(self) -> str:
