@@ -37,8 +37,9 @@ def test_cosine_is_one_for_the_clean_files_and_drops_for_a_shortcut(split, tmp_p
     ds, split_file = split
     train_dir = _copy(ds, tmp_path / "train", shift)
     out = tmp_path / "ga.json"
-    result = load_script("benchmarks/gradient_alignment.py").main(["--dataset_dir", str(ds), "--datalist", str(split_file), "--train_dir", str(train_dir),
-                           "--image_size", "32", "--epochs", "2", "--batch_size", "4", "--output", str(out)])
+    ga = load_script("benchmarks/gradient_alignment.py")
+    result = ga.main(["--dataset_dir", str(ds), "--datalist", str(split_file), "--train_dir", str(train_dir),
+                      "--image_size", "32", "--epochs", "2", "--batch_size", "4", "--output", str(out)])
     assert json.loads(out.read_text())["steps"] == result["steps"]
     assert result["n_train"] == 8 and len(result["steps"]) == 2 * 2  # 8 images, batches of 4, two epochs
     assert [e["epoch"] for e in result["epochs"]] == [1, 2]
