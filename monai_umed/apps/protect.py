@@ -278,7 +278,7 @@ def infer_channels(datalist: Sequence[dict]) -> int:
 
     A grey image stored as RGB gets the same perturbation in its three channels, so it stays grey: in a grey
     dataset through the one-channel networks, in a dataset that also holds colour images through
-    :func:`monai_umed.networks.nets.keep_grey`.
+    :func:`monai_umed.networks.nets.keep_grey`, which also keeps the grey pixels of a colour image grey.
     """
     for item in datalist:
         files = image_paths(item["image"])

@@ -188,7 +188,7 @@ def test_perturb_fields_on_resized_raw_fields():
     torch.testing.assert_close(dc, umed.contour.apply_bound(raw_c, band))
 
 
-def test_keep_grey_averages_the_channels_of_grey_images_only():
+def test_keep_grey_averages_the_channels_of_grey_pixels_only():
     g = torch.Generator().manual_seed(0)
     image = torch.rand(3, 3, 8, 8, generator=g)
     image[1] = image[1, :1].expand(3, -1, -1)  # grey stored as RGB
@@ -199,6 +199,17 @@ def test_keep_grey_averages_the_channels_of_grey_images_only():
     assert out.abs().max() <= delta.abs().max()
     one = torch.rand(2, 1, 8, 8)
     assert keep_grey(one, one) is one
+    colour_only = delta[[0, 2]]
+    assert keep_grey(image[[0, 2]], colour_only) is colour_only  # no grey pixel: unchanged
+    # a grey frame with a coloured marker (ultrasound calipers, Doppler): grey pixels grey, the marker in colour
+    frame = image[1:2].clone()
+    frame[:, 0, 2:4, 2:4] += 0.2
+    out = keep_grey(frame, delta[1:2])
+    marker = torch.zeros(8, 8, dtype=torch.bool)
+    marker[2:4, 2:4] = True
+    mean = delta[1:2].mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    torch.testing.assert_close(out[..., ~marker], mean[..., ~marker])
+    assert torch.equal(out[..., marker], delta[1:2][..., marker])
     # the generators' gradient reaches every channel through the mean
     raw = delta.clone().requires_grad_(True)
     keep_grey(image, raw).sum().backward()

@@ -128,7 +128,8 @@ def test_native_volume_larger_than_a_patch_is_one_pass():
 
 def test_grey_image_among_colour_ones_gets_a_grey_perturbation():
     """A grey image stored as RGB keeps equal channels after protection (a 3-channel protector: the dataset also
-    holds colour images); a colour image of the same batch keeps a colour perturbation."""
+    holds colour images), as do the grey pixels of a grey frame with a coloured marker; a colour image of the same
+    batch, and the marker, keep a colour perturbation."""
     torch.manual_seed(0)
     p = UMedProtector(in_channels=3, image_size=16, contour_channels=(4, 8), contour_strides=(2,),
                       texture_channels=(4, 8), texture_strides=(2,)).eval()
@@ -138,8 +139,17 @@ def test_grey_image_among_colour_ones_gets_a_grey_perturbation():
     grey = torch.rand(1, 48, 40, generator=torch.Generator().manual_seed(1)).expand(3, -1, -1).clone()
     colour = torch.rand(3, 48, 40, generator=torch.Generator().manual_seed(2))
     y = _labels(48, 40)[0]
-    (d_grey, _), (d_colour, _) = p.native_delta_batch([grey, colour], [y, y], ["grey", "colour"])
+    marked = grey.clone()  # a grey frame with a coloured marker inside the lesion (calipers, Doppler)
+    marked[0, 14:24, 20:28] = (marked[0, 14:24, 20:28] + 0.3).clamp(max=1.0)
+    marker = torch.zeros(48, 40, dtype=torch.bool)
+    marker[14:24, 20:28] = marked[0, 14:24, 20:28] != marked[1, 14:24, 20:28]
+    (d_grey, _), (d_colour, _), (d_marked, _) = p.native_delta_batch(
+        [grey, colour, marked], [y, y, y], ["grey", "colour", "marked"])
     assert d_grey.abs().max() > 0
     assert torch.equal(d_grey[0], d_grey[1]) and torch.equal(d_grey[0], d_grey[2])
     assert not torch.equal(d_colour[0], d_colour[1])
     assert d_grey.abs().max() <= p.perturbator.epsilon + 1e-7
+    assert d_marked[:, ~marker].abs().max() > 0
+    grey_part = d_marked[:, ~marker]
+    assert torch.equal(grey_part[0], grey_part[1]) and torch.equal(grey_part[0], grey_part[2])
+    assert not torch.equal(d_marked[0, marker], d_marked[1, marker])

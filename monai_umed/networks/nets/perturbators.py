@@ -155,20 +155,21 @@ def compose_protected(image: torch.Tensor, delta_c: torch.Tensor, delta_t: torch
 
 def keep_grey(image: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """
-    ``delta`` ``[B, C, *spatial]`` with, for every image of ``image`` whose C > 1 channels are all equal (a grey
-    image stored as RGB, in a dataset that also holds colour images), its mean over the channels in every channel,
-    so that the protected image stays grey: a colour perturbation on a grey image would be the first thing an
-    exploiter's grey-scale conversion removes (BUSI, README issue 13) and a tell that the image was altered.
+    ``delta`` ``[B, C, *spatial]`` with, at every pixel where the C > 1 channels of ``image`` are all equal (a grey
+    pixel: a grey image stored as RGB, or the grey anatomy of an ultrasound frame with coloured markers or Doppler),
+    its mean over the channels in every channel, so that grey stays grey: a colour perturbation on grey content
+    would be the first thing an exploiter's grey-scale conversion removes (BUSI, README issue 13) and a tell that the
+    image was altered. Coloured pixels keep their perturbation.
 
-    The bounds of Eq. 4-5 are per pixel and the same in every channel, so the mean keeps them. Other images and
-    one-channel batches are returned unchanged.
+    The bounds of Eq. 4-5 are per pixel and the same in every channel, so the mean keeps them. One-channel batches
+    and images without a grey pixel are returned unchanged.
     """
     if image.shape[1] < 2:
         return delta
-    grey = (image == image[:, :1]).flatten(1).all(dim=1).view(-1, *([1] * (image.ndim - 1)))
+    grey = (image == image[:, :1]).all(dim=1, keepdim=True)
     if not bool(grey.any()):
         return delta
-    return torch.where(grey, delta.mean(dim=1, keepdim=True).expand_as(delta), delta)
+    return torch.where(grey, delta.mean(dim=1, keepdim=True), delta)
 
 
 class ContourPerturbator(nn.Module):
@@ -355,8 +356,8 @@ class UMedPerturbator(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """
         Apply Eq. 4, 5 and 6 to precomputed raw fields (e.g. computed at the training size and resized to a
-        file's native grid, with native-resolution masks); a grey image among colour ones gets a grey
-        perturbation (:func:`keep_grey`).
+        file's native grid, with native-resolution masks); grey pixels of a colour batch get a grey perturbation
+        (:func:`keep_grey`).
 
         Returns:
             ``(protected, delta_c, delta_t)``.
