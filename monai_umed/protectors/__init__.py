@@ -4,6 +4,11 @@
 Registered names: ``umed``, ``lsp``, ``em``, ``tap``, ``sep``, ``ar``. Every protector is a :class:`Protector` (``native_delta``, ``config``, ``save``, ``fingerprint``), registered by
 name in :data:`PROTECTORS`: ``get_protector("umed", in_channels=3)``, ``load_protector("protector.pt")``. The
 writer (:class:`monai_umed.apps.ProtectedDatasetWriter`) takes any of them.
+
+Grey images stored with several channels: UMed gives their grey pixels a grey perturbation
+(:func:`monai_umed.networks.nets.keep_grey`); the baselines, like their originals, perturb each channel on its own and
+so write colour on grey content, which an exploiter's grey-scale conversion removes (on BUSI it takes LSP's
+protection away: README, issue 11, "Six protectors on BUSI").
 """
 
 from monai_umed.protectors.base import (
