@@ -77,6 +77,10 @@ VARIANTS: dict[str, tuple[str, str, list[str], str]] = {
     "ar": ("protect_ar.json", "ar", [], "AR (Sandoval-Segura et al. 2022)"),
     "umed_robust": ("protect.json", "umed", ["--robust", "true"], "UMed trained through the countermeasures (EOT)"),
     "umed_robust_jpeg": ("protect.json", "umed", ["--robust", "identity,jpeg"], "UMed trained through JPEG (EOT)"),
+    "umed_robust_gen": (
+        "protect.json", "umed", ["--robust", "true", "--robust_surrogate", "false"],
+        "UMed, generators alone trained through the countermeasures (EOT)",
+    ),
     "umed_contour": ("protect.json", "umed", ["--perturbator_args#parts", "contour"], "UMed, G_c only"),
     "umed_texture": ("protect.json", "umed", ["--perturbator_args#parts", "texture"], "UMed, G_t only"),
     "umed_contour_vanilla": (

@@ -15,6 +15,7 @@ from monai_umed.apps.protect import (
     training_size,
     robust_countermeasures,
     robust_transform,
+    surrogate_view,
     rescale_scale,
     RESCALE_AUTO,
     infer_channels,

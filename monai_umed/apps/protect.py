@@ -260,6 +260,35 @@ def robust_transform(
     return view
 
 
+def surrogate_view(
+    generator_view: Any,
+    robust: Any,
+    robust_surrogate: Any = True,
+    spatial_dims: int = 2,
+    seed: int = 0,
+    surrogate: torch.nn.Module | None = None,
+    loss_function: Any = None,
+    rem_epsilon: Any = 0,
+    rem_steps: int = 3,
+    rescale: Any = 0,
+    multiple: int = 16,
+) -> Any:
+    """The surrogate phases' view of the protected batch (``UMedTrainer(surrogate_transform=...)``).
+
+    With ``--robust`` and ``--robust_surrogate true`` the surrogate trains on the countermeasures' output, as the
+    generators meet it: ``generator_view`` itself (one draw sequence for both phases). With ``--robust_surrogate
+    false`` only the generators meet the countermeasures: the surrogate keeps the rest of the view (``--rescale``,
+    ``--rem_epsilon``, as :func:`robust_transform` builds it without ``--robust``) and otherwise trains on the plain
+    protected batch, so it is the exploiter that trains on the files as published, and the generators are asked for
+    a shortcut that this exploiter also takes through each countermeasure. Without ``--robust`` the flag changes
+    nothing: ``generator_view``.
+    """
+    if robust_countermeasures(robust) is None or as_bool(robust_surrogate, "robust_surrogate"):
+        return generator_view
+    return robust_transform(False, spatial_dims, seed, surrogate=surrogate, loss_function=loss_function,
+                            rem_epsilon=rem_epsilon, rem_steps=rem_steps, rescale=rescale, multiple=multiple)
+
+
 def _grey_channels(raw: Any) -> bool:
     """True for one channel, or three identical channels (a grey image stored as RGB, e.g. BUSI PNGs)."""
     array, nd = raw.array, raw.spatial_ndim

@@ -172,6 +172,32 @@ def test_robust_countermeasures():
         robust_transform("jpeg", spatial_dims=3)
 
 
+def test_surrogate_view():
+    """``--robust_surrogate``: true (and any run without ``--robust``) gives the surrogate the generators' view
+    itself; false gives it the rest of the view without the countermeasures (nothing, ``--rescale``'s view,
+    REM's attack), so only the generators meet the countermeasures."""
+    from monai.losses import DiceCELoss
+
+    from monai_umed.apps import robust_transform, surrogate_view
+    from monai_umed.defenses import AdversarialView, EOTDefense, RescaleView
+    from monai_umed.utils import UserInputError
+
+    view = robust_transform("true")
+    assert surrogate_view(view, "true", True) is view and surrogate_view(view, "identity,jpeg", "yes") is view
+    assert isinstance(view, EOTDefense) and surrogate_view(view, "true", "false") is None
+    rescaled = robust_transform(False, rescale=0.5)
+    assert surrogate_view(rescaled, False, False) is rescaled  # no --robust: the flag changes nothing
+    both = robust_transform("identity,jpeg", rescale=0.5, multiple=8)
+    alone = surrogate_view(both, "identity,jpeg", False, rescale=0.5, multiple=8)
+    assert isinstance(both.countermeasure, EOTDefense)
+    assert isinstance(alone, RescaleView) and alone.countermeasure is None and alone.min_scale == 0.5
+    net, loss = torch.nn.Conv2d(1, 2, 3, padding=1), DiceCELoss(to_onehot_y=True, softmax=True)
+    rem = surrogate_view(None, "true", False, surrogate=net, loss_function=loss, rem_epsilon="2/255")
+    assert isinstance(rem, AdversarialView) and rem.countermeasure is None
+    with pytest.raises(UserInputError, match="robust_surrogate"):
+        surrogate_view(view, "true", "maybe")
+
+
 def test_rem_view():
     """``--rem_epsilon``: 0 (any spelling of off) is no view; a radius gives REM's adversarial view, after the
     ``--robust`` countermeasures when both are asked for; a bad radius is one clear error."""

@@ -705,6 +705,31 @@ def test_protect_robust_trains_through_the_countermeasures(tmp_path):
     assert manifest["settings"]["robust"] == ["identity", "augment"] and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
 
 
+def test_robust_surrogate_wires_the_surrogate_view(tmp_path):
+    """``--robust_surrogate false``: the trainer's generator steps go through the countermeasures, its surrogate
+    steps see the plain protected batch; ``true`` (the default) gives both phases the same view; the written
+    files keep the bound and the manifest records the choice."""
+    from monai.bundle import ConfigParser
+
+    from monai_umed.defenses import EOTDefense
+
+    data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=4)
+    for flag, shared in ((None, True), ("true", True), ("false", False)):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "protect.json"))
+        parser.update({"dataset_dir": str(data), "output_dir": str(tmp_path / "cfg"), "robust": "true",
+                       "image_size": 32, **({} if flag is None else {"robust_surrogate": flag})})
+        trainer = parser.get_parsed_content("trainer")
+        assert isinstance(trainer.generator_transform, EOTDefense)
+        assert (trainer.surrogate_transform is trainer.generator_transform) is shared
+        assert shared or trainer.surrogate_transform is None
+    out = tmp_path / "out"
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
+            "--robust", "true", "--robust_surrogate", "false", "--verify", "false")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["robust_surrogate"] is False and manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+
+
 def test_protect_rem_trains_under_the_attack(tmp_path):
     """``--rem_epsilon``: generator and surrogate steps see the PGD-attacked protected batch (REM), here after
     ``--rescale`` (the 48-px batch also drawn at 32 px); the written files keep the protection's bound (the
