@@ -283,7 +283,8 @@ def surrogate_view(
     a shortcut that this exploiter also takes through each countermeasure. Without ``--robust`` the flag changes
     nothing: ``generator_view``.
     """
-    if robust_countermeasures(robust) is None or as_bool(robust_surrogate, "robust_surrogate"):
+    sees_countermeasures = as_bool(robust_surrogate, "robust_surrogate")
+    if robust_countermeasures(robust) is None or sees_countermeasures:
         return generator_view
     return robust_transform(False, spatial_dims, seed, surrogate=surrogate, loss_function=loss_function,
                             rem_epsilon=rem_epsilon, rem_steps=rem_steps, rescale=rescale, multiple=multiple)

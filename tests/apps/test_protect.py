@@ -194,8 +194,9 @@ def test_surrogate_view():
     net, loss = torch.nn.Conv2d(1, 2, 3, padding=1), DiceCELoss(to_onehot_y=True, softmax=True)
     rem = surrogate_view(None, "true", False, surrogate=net, loss_function=loss, rem_epsilon="2/255")
     assert isinstance(rem, AdversarialView) and rem.countermeasure is None
-    with pytest.raises(UserInputError, match="robust_surrogate"):
-        surrogate_view(view, "true", "maybe")
+    for robust in ("true", False):  # refused with or without --robust
+        with pytest.raises(UserInputError, match="robust_surrogate"):
+            surrogate_view(view, robust, "maybe")
 
 
 def test_rem_view():
