@@ -260,19 +260,7 @@ def robust_transform(
     return view
 
 
-def surrogate_view(
-    generator_view: Any,
-    robust: Any,
-    robust_surrogate: Any = True,
-    spatial_dims: int = 2,
-    seed: int = 0,
-    surrogate: torch.nn.Module | None = None,
-    loss_function: Any = None,
-    rem_epsilon: Any = 0,
-    rem_steps: int = 3,
-    rescale: Any = 0,
-    multiple: int = 16,
-) -> Any:
+def surrogate_view(generator_view: Any, robust: Any, robust_surrogate: Any = True, **view_args: Any) -> Any:
     """The surrogate phases' view of the protected batch (``UMedTrainer(surrogate_transform=...)``).
 
     With ``--robust`` and ``--robust_surrogate true`` the surrogate trains on the countermeasures' output, as the
@@ -281,13 +269,13 @@ def surrogate_view(
     ``--rem_epsilon``, as :func:`robust_transform` builds it without ``--robust``) and otherwise trains on the plain
     protected batch, so it is the exploiter that trains on the files as published, and the generators are asked for
     a shortcut that this exploiter also takes through each countermeasure. Without ``--robust`` the flag changes
-    nothing: ``generator_view``.
+    nothing: ``generator_view``. ``view_args``: :func:`robust_transform`'s other arguments, as for
+    ``generator_view``.
     """
     sees_countermeasures = as_bool(robust_surrogate, "robust_surrogate")
     if robust_countermeasures(robust) is None or sees_countermeasures:
         return generator_view
-    return robust_transform(False, spatial_dims, seed, surrogate=surrogate, loss_function=loss_function,
-                            rem_epsilon=rem_epsilon, rem_steps=rem_steps, rescale=rescale, multiple=multiple)
+    return robust_transform(False, **view_args)
 
 
 def _grey_channels(raw: Any) -> bool:
