@@ -31,10 +31,12 @@ from .transforms import (
     MedianDefensed,
     ResampleDefense,
     ResampleDefensed,
+    AUGMENT_PARTS,
     RandChannelShuffled,
     augment_defense,
     gaussian_kernel_1d,
     get_defense_transform,
+    parse_augment_parts,
 )
 
 __all__ = [
@@ -64,9 +66,11 @@ __all__ = [
     "MedianDefensed",
     "ResampleDefense",
     "ResampleDefensed",
+    "AUGMENT_PARTS",
     "RandChannelShuffled",
     "augment_defense",
     "gaussian_kernel_1d",
     "get_defense_transform",
+    "parse_augment_parts",
     "pgd_linf",
 ]

@@ -53,6 +53,8 @@ __all__ = [
     "ResampleDefense",
     "ResampleDefensed",
     "augment_defense",
+    "AUGMENT_PARTS",
+    "parse_augment_parts",
     "RandChannelShuffled",
     "LUMA_WEIGHTS",
     "gaussian_kernel_1d",
@@ -61,6 +63,9 @@ __all__ = [
 
 #: Names accepted by :func:`get_defense_transform`.
 DEFENSES: tuple[str, ...] = ("none", "gaussian_blur", "jpeg", "grayscale", "median", "downsample_upsample", "augment")
+
+#: The parts of the ``augment`` recipe (:func:`augment_defense`), in the order they are applied.
+AUGMENT_PARTS: tuple[str, ...] = ("flip", "affine", "elastic", "gamma", "intensity", "noise", "shuffle")
 
 #: ITU-R BT.601 luma weights (R, G, B), as used by PIL's ``convert("L")``; they sum to 1.
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
@@ -298,7 +303,29 @@ class RandChannelShuffled(RandomizableTransform, MapTransform):
         return d
 
 
-def augment_defense(keys: KeysCollection = "image", label_key: str | None = "label", channels: int | None = None):
+def parse_augment_parts(parts: Any = None) -> tuple[str, ...]:
+    """The parts of the ``augment`` recipe to apply, in the recipe's order: ``None`` or ``"all"`` -> every part of
+    :data:`AUGMENT_PARTS`; otherwise a comma-separated string or a sequence of names from it.
+
+    Raises:
+        ValueError: an unknown or repeated name, or an empty selection.
+    """
+    if parts is None or (isinstance(parts, str) and parts.strip().lower() == "all"):
+        return AUGMENT_PARTS
+    names = [n.strip().lower() for n in (parts.split(",") if isinstance(parts, str) else parts)]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in AUGMENT_PARTS]
+    if unknown or not names or len(set(names)) != len(names):
+        problem = f"unknown {unknown}" if unknown else ("nothing selected" if not names else "a name is repeated")
+        raise ValueError(
+            f"augment parts: {problem} in {parts!r}; give 'all' or a comma list of {', '.join(AUGMENT_PARTS)}."
+        )
+    return tuple(n for n in AUGMENT_PARTS if n in names)
+
+
+def augment_defense(
+    keys: KeysCollection = "image", label_key: str | None = "label", channels: int | None = None, parts: Any = None
+):
     """The ``augment`` defense: one strong random augmentation recipe with MONAI transforms, applied to 2D training
     images (and, for the spatial parts, their labels with nearest interpolation) anew in every epoch.
 
@@ -309,10 +336,15 @@ def augment_defense(keys: KeysCollection = "image", label_key: str | None = "lab
     and ARMOR: augmentation strong enough to move or mask a fixed pixel pattern, weak enough to keep the task
     learnable. The image size is kept.
 
+    ``parts`` keeps a subset of the recipe (:data:`AUGMENT_PARTS`: ``flip``, ``affine``, ``elastic``, ``gamma``,
+    ``intensity``, ``noise``, ``shuffle``) with the same probabilities and ranges, to find which part of it undoes a
+    protection; the clipping is always applied.
+
     Args:
         keys: the image keys.
         label_key: the label key that follows the spatial transforms (``None``: images only).
         channels: image channels (1 leaves the channel shuffle out).
+        parts: ``None`` / ``"all"`` (the whole recipe), or the names to keep (:func:`parse_augment_parts`).
     """
     from monai.transforms import (
         Compose,
@@ -328,18 +360,19 @@ def augment_defense(keys: KeysCollection = "image", label_key: str | None = "lab
     image_keys = [keys] if isinstance(keys, str) else list(keys)
     spatial_keys = image_keys + ([label_key] if label_key else [])
     modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key else [])
-    xforms = [
-        RandFlipd(spatial_keys, prob=0.5, spatial_axis=0),
-        RandFlipd(spatial_keys, prob=0.5, spatial_axis=1),
-        RandAffined(spatial_keys, prob=0.5, rotate_range=np.pi / 12, scale_range=0.15, mode=modes,
-                    padding_mode="border"),
-        Rand2DElasticd(spatial_keys, spacing=16, magnitude_range=(1, 2), prob=0.3, mode=modes, padding_mode="border"),
-        RandAdjustContrastd(image_keys, prob=0.5, gamma=(0.7, 1.5)),
-        RandScaleIntensityd(image_keys, factors=0.1, prob=0.5),
-        RandGaussianNoised(image_keys, prob=0.3, std=0.03),
-    ]
-    if channels != 1:
-        xforms.append(RandChannelShuffled(image_keys, prob=0.3))
+    selected = parse_augment_parts(parts)
+    recipe = {
+        "flip": [RandFlipd(spatial_keys, prob=0.5, spatial_axis=0), RandFlipd(spatial_keys, prob=0.5, spatial_axis=1)],
+        "affine": [RandAffined(spatial_keys, prob=0.5, rotate_range=np.pi / 12, scale_range=0.15, mode=modes,
+                               padding_mode="border")],
+        "elastic": [Rand2DElasticd(spatial_keys, spacing=16, magnitude_range=(1, 2), prob=0.3, mode=modes,
+                                   padding_mode="border")],
+        "gamma": [RandAdjustContrastd(image_keys, prob=0.5, gamma=(0.7, 1.5))],
+        "intensity": [RandScaleIntensityd(image_keys, factors=0.1, prob=0.5)],
+        "noise": [RandGaussianNoised(image_keys, prob=0.3, std=0.03)],
+        "shuffle": [RandChannelShuffled(image_keys, prob=0.3)] if channels != 1 else [],
+    }
+    xforms = [t for name in selected for t in recipe[name]]
     xforms.append(ScaleIntensityRanged(image_keys, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
     return Compose(xforms)
 

@@ -11,6 +11,7 @@ from scipy import ndimage
 from monai.data import MetaTensor
 
 from monai_umed.defenses.transforms import (
+    AUGMENT_PARTS,
     GaussianBlurDefense,
     GaussianBlurDefensed,
     GrayscaleDefense,
@@ -24,6 +25,7 @@ from monai_umed.defenses.transforms import (
     ResampleDefensed,
     gaussian_kernel_1d,
     get_defense_transform,
+    parse_augment_parts,
 )
 
 
@@ -224,6 +226,52 @@ def test_augment_moves_image_and_label_together():
         again = aug({"image": img.clone(), "label": label.clone()})
         assert torch.equal(torch.as_tensor(again["image"]), torch.as_tensor(out["image"]))
     assert changed >= 6
+
+
+def test_parse_augment_parts():
+    """'all' / None is the whole recipe; a selection comes back in the recipe's order; bad selections are refused."""
+    assert parse_augment_parts(None) == parse_augment_parts(" ALL ") == AUGMENT_PARTS
+    assert parse_augment_parts("noise, flip") == ("flip", "noise")
+    assert parse_augment_parts(["Gamma"]) == ("gamma",)
+    for bad, msg in (("flip,blur", "unknown"), (" , ", "nothing selected"), ("flip,flip", "repeated")):
+        with pytest.raises(ValueError, match=msg):
+            parse_augment_parts(bad)
+
+
+def test_augment_parts_apply_only_what_they_name():
+    """``flip`` alone: every output is one of the four flips of the input and its label the same flip; ``noise``
+    alone: the label never moves and the image changes; every part named: the default recipe, draw for draw."""
+    img = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    label = (img > 0.5).float()
+    flips = [(), (1,), (2,), (1, 2)]
+    flip_only = get_defense_transform("augment", channels=1, parts="flip")
+    seen = set()
+    for seed in range(8):
+        flip_only.set_random_state(seed)
+        out = flip_only({"image": img.clone(), "label": label.clone()})
+        o_img, o_lab = torch.as_tensor(out["image"]), torch.as_tensor(out["label"])
+        match = [f for f in flips if torch.allclose(o_img, img.flip(f) if f else img)]
+        assert len(match) == 1, f"seed {seed}: not a flip of the input"
+        assert torch.equal(o_lab, label.flip(match[0]) if match[0] else label)
+        seen.add(match[0])
+    assert len(seen) >= 3
+    noise_only = get_defense_transform("augment", channels=1, parts="noise")
+    changed = 0
+    for seed in range(8):
+        noise_only.set_random_state(seed)
+        out = noise_only({"image": img.clone(), "label": label.clone()})
+        assert torch.equal(torch.as_tensor(out["label"]), label)
+        changed += not torch.allclose(torch.as_tensor(out["image"]), img)
+    assert changed >= 1
+    full, named = get_defense_transform("augment", channels=3), get_defense_transform("augment", channels=3,
+                                                                                     parts=",".join(AUGMENT_PARTS))
+    rgb = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(1))
+    for seed in range(4):
+        full.set_random_state(seed)
+        named.set_random_state(seed)
+        a = full({"image": rgb.clone(), "label": label.clone()})
+        b = named({"image": rgb.clone(), "label": label.clone()})
+        assert torch.equal(torch.as_tensor(a["image"]), torch.as_tensor(b["image"]))
 
 
 @pytest.mark.parametrize("defense", ["gaussian_blur", "jpeg", "grayscale", "median", "downsample_upsample", "augment"])
