@@ -153,8 +153,9 @@ _FLAG_WORDS = ("true", "yes", "y", "on", "false", "no", "n", "off", "none", "nul
 
 def robust_countermeasures(robust: Any) -> list[str] | None:
     """The countermeasures ``--robust`` asks for: ``true`` -> :data:`monai_umed.defenses.ROBUST_DEFAULT` (every
-    countermeasure but ``augment``), ``false`` -> ``None``, or a comma list of names from
-    :data:`monai_umed.defenses.EOT_TRANSFORMS` (e.g. ``identity,jpeg``: half of the draws go through JPEG).
+    countermeasure but ``augment``), ``all`` -> every one of :data:`monai_umed.defenses.EOT_TRANSFORMS` (``augment``
+    too), ``false`` -> ``None``, or a comma list of names from :data:`monai_umed.defenses.EOT_TRANSFORMS` (e.g.
+    ``identity,jpeg``: half of the draws go through JPEG).
 
     Raises:
         UserInputError: a name that is not a countermeasure.
@@ -165,12 +166,14 @@ def robust_countermeasures(robust: Any) -> list[str] | None:
         names = [str(n).strip().lower() for n in robust]
     elif robust is None or isinstance(robust, (bool, int)) or str(robust).strip().lower() in _FLAG_WORDS:
         return list(ROBUST_DEFAULT) if as_bool(robust, "robust") else None
+    elif str(robust).strip().lower() == "all":
+        return list(EOT_TRANSFORMS)
     else:
         names = [n.strip().lower() for n in str(robust).split(",") if n.strip()]
     bad = [n for n in names if n not in EOT_TRANSFORMS]
     if bad or not names:
         raise UserInputError(
-            f"--robust {robust!r}: give true, false or a comma list of {', '.join(EOT_TRANSFORMS)} "
+            f"--robust {robust!r}: give true, all, false or a comma list of {', '.join(EOT_TRANSFORMS)} "
             f"(unknown: {', '.join(bad) or 'empty list'})."
         )
     return names

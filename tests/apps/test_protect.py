@@ -162,9 +162,11 @@ def test_robust_countermeasures():
     assert robust_countermeasures("true") == list(ROBUST_DEFAULT) and robust_countermeasures(True) == list(ROBUST_DEFAULT)
     assert set(EOT_TRANSFORMS) - set(ROBUST_DEFAULT) == {"augment"}
     assert robust_countermeasures("identity,augment") == ["identity", "augment"]
+    assert robust_countermeasures(" All ") == list(EOT_TRANSFORMS) and "augment" in EOT_TRANSFORMS
     assert robust_countermeasures("false") is None and robust_countermeasures(None) is None
     assert robust_countermeasures("identity, JPEG") == ["identity", "jpeg"] == robust_countermeasures(["identity", "jpeg"])
     assert robust_transform("identity,jpeg").transforms == ("identity", "jpeg")
+    assert robust_transform("all").transforms == tuple(EOT_TRANSFORMS)
     for bad in ("jpg", "maybe", ","):
         with pytest.raises(UserInputError, match="comma list"):
             robust_countermeasures(bad)
