@@ -312,7 +312,8 @@ def parse_augment_parts(parts: Any = None) -> tuple[str, ...]:
     """
     if parts is None or (isinstance(parts, str) and parts.strip().lower() == "all"):
         return AUGMENT_PARTS
-    names = [n.strip().lower() for n in (parts.split(",") if isinstance(parts, str) else parts)]
+    items = parts if isinstance(parts, (list, tuple)) else str(parts).split(",")
+    names = [str(n).strip().lower() for n in items]
     names = [n for n in names if n]
     unknown = [n for n in names if n not in AUGMENT_PARTS]
     if unknown or not names or len(set(names)) != len(names):

@@ -233,7 +233,7 @@ def test_parse_augment_parts():
     assert parse_augment_parts(None) == parse_augment_parts(" ALL ") == AUGMENT_PARTS
     assert parse_augment_parts("noise, flip") == ("flip", "noise")
     assert parse_augment_parts(["Gamma"]) == ("gamma",)
-    for bad, msg in (("flip,blur", "unknown"), (" , ", "nothing selected"), ("flip,flip", "repeated")):
+    for bad, msg in (("flip,blur", "unknown"), (" , ", "nothing selected"), ("flip,flip", "repeated"), (3, "unknown")):
         with pytest.raises(ValueError, match=msg):
             parse_augment_parts(bad)
 
