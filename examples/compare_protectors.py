@@ -85,6 +85,10 @@ VARIANTS: dict[str, tuple[str, str, list[str], str]] = {
         "protect.json", "umed", ["--robust", "all", "--robust_surrogate", "false"],
         "UMed, generators alone trained through the countermeasures and augmentation (EOT)",
     ),
+    "umed_robust_gen_augment": (
+        "protect.json", "umed", ["--robust", "identity,augment", "--robust_surrogate", "false"],
+        "UMed, generators alone trained through the augmentation recipe for half the images (EOT)",
+    ),
     "umed_contour": ("protect.json", "umed", ["--perturbator_args#parts", "contour"], "UMed, G_c only"),
     "umed_texture": ("protect.json", "umed", ["--perturbator_args#parts", "texture"], "UMed, G_t only"),
     "umed_contour_vanilla": (

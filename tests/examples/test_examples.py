@@ -207,6 +207,8 @@ def test_compare_protectors_settings_after_at():
     assert cmd[cmd.index("--robust") + 1] == "true" and cmd[cmd.index("--robust_surrogate") + 1] == "false"
     cmd = cmp.protect_command(args, "umed_robust_gen_all", Path("d"), Path("s.json"), Path("o"))
     assert cmd[cmd.index("--robust") + 1] == "all" and cmd[cmd.index("--robust_surrogate") + 1] == "false"
+    cmd = cmp.protect_command(args, "umed_robust_gen_augment", Path("d"), Path("s.json"), Path("o"))
+    assert cmd[cmd.index("--robust") + 1] == "identity,augment" and cmd[cmd.index("--robust_surrogate") + 1] == "false"
     cmd = cmp.exploit_command(args, Path("d"), Path("s.json"), None, Path("o"), "adversarial_training@8/255")
     assert cmd[cmd.index("--defense") + 1] == "adversarial_training" and cmd[cmd.index("--adv_epsilon") + 1] == "8/255"
     cmd = cmp.exploit_command(args, Path("d"), Path("s.json"), None, Path("o"), "jpeg@10")
