@@ -263,7 +263,9 @@ def robust_transform(
     return view
 
 
-def surrogate_view(generator_view: Any, robust: Any, robust_surrogate: Any = True, **view_args: Any) -> Any:
+def surrogate_view(
+    generator_view: Any, robust: Any, robust_surrogate: Any = True, rem_surrogate: Any = True, **view_args: Any
+) -> Any:
     """The surrogate phases' view of the protected batch (``UMedTrainer(surrogate_transform=...)``).
 
     With ``--robust`` and ``--robust_surrogate true`` the surrogate trains on the countermeasures' output, as the
@@ -272,13 +274,25 @@ def surrogate_view(generator_view: Any, robust: Any, robust_surrogate: Any = Tru
     ``--rem_epsilon``, as :func:`robust_transform` builds it without ``--robust``) and otherwise trains on the plain
     protected batch, so it is the exploiter that trains on the files as published, and the generators are asked for
     a shortcut that this exploiter also takes through each countermeasure. Without ``--robust`` the flag changes
-    nothing: ``generator_view``. ``view_args``: :func:`robust_transform`'s other arguments, as for
-    ``generator_view``.
+    nothing: ``generator_view``.
+
+    ``--rem_surrogate`` does the same for REM's attack (``--rem_epsilon``): true (REM's own recipe) lets the
+    surrogate train on the attacked batch, adversarially; false keeps the attack to the generator phases (the
+    generators minimise the loss of a surrogate trained on the files as published, after PGD's ascent on it), and the
+    surrogate gets the view without its last stage, :class:`monai_umed.defenses.AdversarialView` (whose
+    ``countermeasure``, the same object as in the generators' view, comes first). Without ``--rem_epsilon`` it
+    changes nothing. ``view_args``: :func:`robust_transform`'s other arguments, as for ``generator_view``.
     """
+    from monai_umed.defenses import AdversarialView
+
     sees_countermeasures = as_bool(robust_surrogate, "robust_surrogate")
-    if robust_countermeasures(robust) is None or sees_countermeasures:
-        return generator_view
-    return robust_transform(False, **view_args)
+    sees_attack = as_bool(rem_surrogate, "rem_surrogate")
+    view = generator_view
+    if robust_countermeasures(robust) is not None and not sees_countermeasures:
+        view = robust_transform(False, **view_args)
+    if not sees_attack and isinstance(view, AdversarialView):
+        view = view.countermeasure
+    return view
 
 
 def _grey_channels(raw: Any) -> bool:

@@ -177,7 +177,8 @@ def test_robust_countermeasures():
 def test_surrogate_view():
     """``--robust_surrogate``: true (and any run without ``--robust``) gives the surrogate the generators' view
     itself; false gives it the rest of the view without the countermeasures (nothing, ``--rescale``'s view,
-    REM's attack), so only the generators meet the countermeasures."""
+    REM's attack), so only the generators meet the countermeasures. ``--rem_surrogate false`` takes REM's attack
+    out of the surrogate's view the same way."""
     from monai.losses import DiceCELoss
 
     from monai_umed.apps import robust_transform, surrogate_view
@@ -199,6 +200,18 @@ def test_surrogate_view():
     for robust in ("true", False):  # refused with or without --robust
         with pytest.raises(UserInputError, match="robust_surrogate"):
             surrogate_view(view, robust, "maybe")
+    # --rem_surrogate false: the surrogate's view is the generators' without REM's attack (its last stage)
+    rem_args = dict(surrogate=net, loss_function=loss, rem_epsilon="2/255")
+    attacked = robust_transform("identity,jpeg", **rem_args)
+    assert isinstance(attacked, AdversarialView) and isinstance(attacked.countermeasure, EOTDefense)
+    assert surrogate_view(attacked, "identity,jpeg", True, True) is attacked
+    assert surrogate_view(attacked, "identity,jpeg", True, False) is attacked.countermeasure  # the same draws
+    assert surrogate_view(attacked, "identity,jpeg", False, "false", **rem_args) is None
+    alone = robust_transform(False, **rem_args)
+    assert surrogate_view(alone, False, True, False) is None and surrogate_view(alone, False, True, True) is alone
+    assert surrogate_view(view, "true", True, False) is view  # no --rem_epsilon: the flag changes nothing
+    with pytest.raises(UserInputError, match="rem_surrogate"):
+        surrogate_view(alone, False, True, "maybe")
 
 
 def test_rem_view():

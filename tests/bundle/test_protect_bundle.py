@@ -708,7 +708,8 @@ def test_protect_robust_trains_through_the_countermeasures(tmp_path):
 def test_robust_surrogate_wires_the_surrogate_view(tmp_path):
     """``--robust_surrogate false``: the trainer's generator steps go through the countermeasures, its surrogate
     steps see the plain protected batch; ``true`` (the default) gives both phases the same view; the written
-    files keep the bound and the manifest records the choice."""
+    files keep the bound and the manifest records the choice. ``--rem_surrogate false`` does the same for REM's
+    attack (``--rem_epsilon``), with or without ``--robust``."""
     from monai.bundle import ConfigParser
 
     from monai_umed.defenses import EOTDefense
@@ -723,6 +724,22 @@ def test_robust_surrogate_wires_the_surrogate_view(tmp_path):
         assert isinstance(trainer.generator_transform, EOTDefense)
         assert (trainer.surrogate_transform is trainer.generator_transform) is shared
         assert shared or trainer.surrogate_transform is None
+    # --rem_surrogate false: REM's attack in the generator steps only; the surrogate keeps the rest of the view
+    from monai_umed.defenses import AdversarialView
+
+    for robust, rem_flag in (("true", "false"), (False, "false"), ("true", "true")):
+        parser = ConfigParser()
+        parser.read_config(str(CONFIGS / "protect.json"))
+        parser.update({"dataset_dir": str(data), "output_dir": str(tmp_path / "cfg"), "robust": robust,
+                       "image_size": 32, "rem_epsilon": "2/255", "rem_surrogate": rem_flag})
+        trainer = parser.get_parsed_content("trainer")
+        assert isinstance(trainer.generator_transform, AdversarialView)
+        if rem_flag == "true":
+            assert trainer.surrogate_transform is trainer.generator_transform
+        else:
+            assert trainer.surrogate_transform is trainer.generator_transform.countermeasure
+            assert isinstance(trainer.surrogate_transform, EOTDefense) is (robust == "true")
+        assert parser.get_parsed_content("protector_settings")["rem_surrogate"] is (rem_flag == "true")
     out = tmp_path / "out"
     _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
             "--robust", "true", "--robust_surrogate", "false", "--verify", "false")
