@@ -1,10 +1,10 @@
 # Copyright (c) monai_umed contributors. Licensed under the Apache License, Version 2.0.
 """How much of each ROI the contour band (Eq. 4) and the LBP-bounded texture term (Eq. 5) cover, per band width.
 
-For every training entry of a split (2D images), the pair goes through the protect job's own priors at the training
-size (``monai_umed.transforms.prior_transforms``: image bilinear, label nearest, contour band, ROI interior, LBP
-texture map) once per ``--band_widths`` value, and the script prints, as means over the images with a non-empty
-mask:
+For every training entry of a split (2D images, read as the protect job reads them), the pair goes through the
+protect job's own priors at the training size (``monai_umed.transforms.prior_transforms``: image bilinear, label
+nearest, contour band, ROI interior, LBP texture map) once per ``--band_widths`` value, and the script prints, as
+means over the images with a non-empty mask:
 
 * ``interior / ROI``: the share of the ROI's pixels left to the texture term (the rest of the ROI is band);
 * ``perturbed / image``: the share of the image inside band or interior, where UMed may perturb at all;
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from monai_umed.data.io import mask_to_labels, read_raw, to_unit  # noqa: E402
 from monai_umed.transforms import prior_transforms  # noqa: E402
 
 
@@ -65,11 +65,9 @@ def main() -> None:
     entries = entries[: args.limit] if args.limit else entries
     pairs = []
     for e in entries:
-        img = Image.open(root / e["image"])
-        x = np.asarray(img.convert("L" if img.mode in ("L", "I;16", "I") else "RGB"), dtype=np.float32) / 255
-        x = x[None] if x.ndim == 2 else np.moveaxis(x, -1, 0)
-        y = np.asarray(Image.open(root / e["label"]))
-        y = (y[..., 0] if y.ndim == 3 else y) > 0
+        # the protect job's readers: any 2D format it takes, on its [0, 1] scale; masks by its label rules
+        x = to_unit(read_raw(root / e["image"]))
+        y = mask_to_labels(read_raw(root / e["label"])) > 0
         pairs.append((np.ascontiguousarray(x), y[None].astype(np.float32)))
     print(f"{root}: {len(pairs)} training images at {args.image_size} px")
     print("| band width | interior / ROI | perturbed / image | bound / eps (ROI) | bound / eps (perturbed) | images |")
