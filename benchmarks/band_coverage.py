@@ -66,7 +66,10 @@ def main() -> None:
     pairs = []
     for e in entries:
         # the protect job's readers: any 2D format it takes, on its [0, 1] scale; masks by its label rules
-        x = to_unit(read_raw(root / e["image"]))
+        raw = read_raw(root / e["image"])
+        if raw.spatial_ndim != 2:
+            raise SystemExit(f"{root / e['image']}: a {raw.spatial_ndim}D volume; this script measures 2D images")
+        x = to_unit(raw)
         y = mask_to_labels(read_raw(root / e["label"])) > 0
         pairs.append((np.ascontiguousarray(x), y[None].astype(np.float32)))
     print(f"{root}: {len(pairs)} training images at {args.image_size} px")
@@ -74,6 +77,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for width in args.band_widths:
         rows = [r for r in (coverage(x, y, args.image_size, width) for x, y in pairs) if r is not None]
+        if not rows:
+            raise SystemExit(f"{args.datalist}: no training image has a non-empty mask")
         m = np.mean(rows, axis=0)
         print(f"| {width} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.3f} | {len(rows)} |")
 

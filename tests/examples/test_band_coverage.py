@@ -65,3 +65,17 @@ def test_main_prints_one_row_per_width(tmp_path, capsys, monkeypatch, load_scrip
     for width, share in zip((2, 4), shares):
         assert share == pytest.approx(np.mean([(s - 2 * width) ** 2 / s**2 for s in (20, 24)]), abs=1e-3)
     assert rows[0].rstrip().endswith("| 2 |")
+
+
+def test_main_refuses_a_split_without_any_roi(tmp_path, monkeypatch, load_script):
+    bc = load_script("benchmarks/band_coverage.py")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    image, _ = _pair(size=32)
+    Image.fromarray((np.moveaxis(image, 0, -1) * 255).astype(np.uint8)).save(tmp_path / "images/0.png")
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "masks/0.png")
+    (tmp_path / "split.json").write_text(json.dumps({"training": [{"image": "images/0.png", "label": "masks/0.png"}]}))
+    argv = ["band_coverage.py", "--dataset_dir", str(tmp_path), "--datalist", str(tmp_path / "split.json")]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit, match="no training image has a non-empty mask"):
+        bc.main()
