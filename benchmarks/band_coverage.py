@@ -18,7 +18,6 @@ means over the images with a non-empty mask:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,8 +27,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from monai_umed.data.io import mask_to_labels, read_raw, to_unit  # noqa: E402
+from monai_umed.data import load_datalist, mask_to_labels, read_raw, to_unit  # noqa: E402
 from monai_umed.transforms import prior_transforms  # noqa: E402
+from monai_umed.utils import UserInputError  # noqa: E402
 
 
 def coverage(image: np.ndarray, label: np.ndarray, size: int, width: int) -> tuple[float, ...] | None:
@@ -61,17 +61,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N training entries only (0: all)")
     args = parser.parse_args()
     root = Path(args.dataset_dir)
-    entries = json.loads(Path(args.datalist).read_text())["training"]
-    entries = entries[: args.limit] if args.limit else entries
-    pairs = []
-    for e in entries:
-        # the protect job's readers: any 2D format it takes, on its [0, 1] scale; masks by its label rules
-        raw = read_raw(root / e["image"])
-        if raw.spatial_ndim != 2:
-            raise SystemExit(f"{root / e['image']}: a {raw.spatial_ndim}D volume; this script measures 2D images")
-        x = to_unit(raw)
-        y = mask_to_labels(read_raw(root / e["label"])) > 0
-        pairs.append((np.ascontiguousarray(x), y[None].astype(np.float32)))
+    try:
+        # the protect job's datalist and readers: any 2D format it takes, on its [0, 1] scale; masks by its rules
+        entries = list(load_datalist(dataset_dir=str(root), datalist=args.datalist, key="training"))
+        entries = entries[: args.limit] if args.limit else entries
+        pairs = []
+        for e in entries:
+            raw = read_raw(e["image"])
+            if raw.spatial_ndim != 2:
+                raise SystemExit(f"{e['image']}: a {raw.spatial_ndim}D volume; this script measures 2D images")
+            y = mask_to_labels(read_raw(e["label"])) > 0
+            pairs.append((np.ascontiguousarray(to_unit(raw)), y[None].astype(np.float32)))
+    except UserInputError as err:  # a missing or unreadable file, a bad datalist: the message names it
+        raise SystemExit(str(err)) from None
     print(f"{root}: {len(pairs)} training images at {args.image_size} px")
     print("| band width | interior / ROI | perturbed / image | bound / eps (ROI) | bound / eps (perturbed) | images |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -79,3 +79,12 @@ def test_main_refuses_a_split_without_any_roi(tmp_path, monkeypatch, load_script
     monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit, match="no training image has a non-empty mask"):
         bc.main()
+
+
+def test_main_names_a_missing_file(tmp_path, monkeypatch, load_script):
+    bc = load_script("benchmarks/band_coverage.py")
+    (tmp_path / "split.json").write_text(json.dumps({"training": [{"image": "images/0.png", "label": "masks/0.png"}]}))
+    argv = ["band_coverage.py", "--dataset_dir", str(tmp_path), "--datalist", str(tmp_path / "split.json")]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit, match="0.png"):
+        bc.main()
