@@ -33,12 +33,14 @@ def build_perturbator(
     texture_res_units: int = 2,
     parts: str = "both",
     texture_bound: str = "lbp",
+    lowpass: int = 1,
 ) -> UMedPerturbator:
     """Build G_c (CDC U-Net generator, Eq. 3-4) and G_t (MONAI U-Net generator, Eq. 5) from plain arguments.
 
     The Table 5 ablations are settings: ``parts="contour"`` / ``"texture"`` (one generator only),
     ``texture_bound="fixed"`` (no texture prior), ``theta=0`` (the contour encoder without central differences,
-    i.e. a vanilla U-Net)."""
+    i.e. a vanilla U-Net). ``lowpass > 1`` averages the raw fields over blocks of that width before the bounds
+    (:func:`~monai_umed.networks.lowpass_field`)."""
     contour = ContourPerturbator(
         spatial_dims, in_channels, epsilon=epsilon, bound=bound, channels=tuple(contour_channels),
         strides=tuple(contour_strides), theta=theta,
@@ -47,7 +49,9 @@ def build_perturbator(
         spatial_dims, in_channels, epsilon=epsilon, bound=bound, channels=tuple(texture_channels),
         strides=tuple(texture_strides), num_res_units=texture_res_units,
     )
-    return UMedPerturbator(contour=contour, texture=texture, epsilon=epsilon, parts=parts, texture_bound=texture_bound)
+    return UMedPerturbator(
+        contour=contour, texture=texture, epsilon=epsilon, parts=parts, texture_bound=texture_bound, lowpass=lowpass
+    )
 
 
 def plain(t: torch.Tensor) -> torch.Tensor:
@@ -81,7 +85,7 @@ class UMedProtector(Protector):
     (:meth:`_work_box`; exact, see there).
 
     Args:
-        in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*, parts, texture_bound: the
+        in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*, parts, texture_bound, lowpass: the
             generators and the ablation switches, see :func:`build_perturbator`.
         image_size: the training size (an int or one size per spatial dimension).
         band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize: the priors
@@ -116,6 +120,7 @@ class UMedProtector(Protector):
         texture_res_units: int = 2,
         parts: str = "both",
         texture_bound: str = "lbp",
+        lowpass: int = 1,
         band_width: int = 3,
         band_side: str = "both",
         lbp_points: int = 8,
@@ -134,7 +139,7 @@ class UMedProtector(Protector):
             "contour_strides": [int(s) for s in contour_strides], "theta": float(theta),
             "texture_channels": [int(c) for c in texture_channels],
             "texture_strides": [int(s) for s in texture_strides], "texture_res_units": int(texture_res_units),
-            "parts": str(parts), "texture_bound": str(texture_bound),
+            "parts": str(parts), "texture_bound": str(texture_bound), "lowpass": int(lowpass),
         }
         self.perturbator = build_perturbator(**self.perturbator_args)
         size = (image_size,) * spatial_dims if isinstance(image_size, (int, np.integer)) else tuple(image_size)

@@ -16,6 +16,7 @@ from monai_umed.networks.nets import (
     compose_protected,
     contour_perturbation,
     keep_grey,
+    lowpass_field,
     texture_perturbation,
 )
 
@@ -256,3 +257,64 @@ def test_table5_ablation_switches(parts, texture_bound):
     assert torch.allclose(protected, (x + d_c + d_t).clamp(0, 1))
     with pytest.raises(ValueError, match="parts"):
         build_perturbator(parts="neither")
+
+
+@pytest.mark.parametrize("spatial_dims", [1, 2, 3])
+@pytest.mark.parametrize("factor", [2, 4])
+def test_lowpass_field_keeps_block_means_and_drops_fine_structure(spatial_dims, factor):
+    """A field constant on factor-wide blocks keeps its block means; a pattern alternating at every pixel (the
+    finest an exploiter's 3x3 filter removes) is averaged away; sizes that are not multiples of factor keep
+    their shape; factor 1 is the identity."""
+    g = torch.Generator().manual_seed(0)
+    size = (12, 10, 8)[:spatial_dims]
+    raw = torch.randn(2, 3, *size, generator=g)
+    assert lowpass_field(raw, 1) is raw
+    out = lowpass_field(raw, factor)
+    assert out.shape == raw.shape
+    # a ramp along the first axis (12 pixels: whole blocks) comes back exactly away from the borders
+    ramp = torch.arange(size[0], dtype=torch.float32).reshape(1, 1, -1, *([1] * (spatial_dims - 1)))
+    ramp = ramp.expand(1, 1, *size).contiguous()
+    inner = slice(factor // 2, size[0] - factor // 2)
+    torch.testing.assert_close(lowpass_field(ramp, factor)[:, :, inner], ramp[:, :, inner])
+    constant = torch.full((1, 1, *size), -2.5)
+    torch.testing.assert_close(lowpass_field(constant, factor), constant)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(n) for n in size], indexing="ij")).sum(0)
+    alternating = ((grid % 2) * 2 - 1).float()[None, None]
+    assert lowpass_field(alternating, 2).abs().max() < 1e-6
+    # the fine structure of random noise loses most of its energy
+    assert lowpass_field(raw, factor).pow(2).mean() < 0.6 * raw.pow(2).mean()
+    with pytest.raises(ValueError, match="lowpass"):
+        lowpass_field(raw, 0)
+
+
+@pytest.mark.parametrize("bound", ["tanh", "clip"])
+def test_lowpass_perturbator_keeps_the_bounds_and_is_coarse(bound):
+    """UMedPerturbator(lowpass=4): Eq. 4-6 hold exactly, the raw fields are the generators' through lowpass_field,
+    the saved settings rebuild it, and a bad factor is refused."""
+    from monai_umed.protectors import UMedProtector, build_perturbator
+
+    torch.manual_seed(0)
+    kw = dict(contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
+    p = build_perturbator(bound=bound, lowpass=4, **kw).eval()
+    image = torch.rand(2, 1, 16, 16)
+    band, texture, roi_interior = make_priors(2, (16, 16))
+    with torch.no_grad():
+        for param in p.parameters():
+            param.mul_(5.0)
+        protected, dc, dt = p(image, band, texture, roi_interior)
+        assert_bounds(image, band, texture, roi_interior, protected, dc, dt, p.epsilon)
+        raw_c, raw_t = p.generator_outputs(image)
+        torch.testing.assert_close(raw_c, lowpass_field(p.contour.generator_output(image), 4))
+        torch.testing.assert_close(raw_t, lowpass_field(p.texture.generator_output(image), 4))
+        # coarse: neighbouring raw values differ far less than the generators' own output does
+        own = p.contour.generator_output(image)
+        assert raw_c.diff(dim=-1).abs().mean() < 0.5 * own.diff(dim=-1).abs().mean()
+    assert "lowpass=4" in repr(p)
+    prot = UMedProtector(image_size=16, lowpass=4, **kw)
+    assert prot.config()["lowpass"] == 4 and prot.perturbator.lowpass == 4
+    assert UMedProtector(image_size=16, **kw).perturbator.lowpass == 1
+    rebuilt = build_perturbator(**{k: prot.config()[k] for k in prot.perturbator_args})
+    assert rebuilt.lowpass == 4
+    for bad in (0, 2.5, -1):
+        with pytest.raises(ValueError, match="lowpass"):
+            build_perturbator(lowpass=bad, **kw)

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from monai.networks.nets import UNet
 from torch import nn
 
@@ -42,6 +43,7 @@ __all__ = [
     "texture_perturbation",
     "compose_protected",
     "keep_grey",
+    "lowpass_field",
     "ContourPerturbator",
     "TexturePerturbator",
     "UMedPerturbator",
@@ -172,6 +174,31 @@ def keep_grey(image: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return torch.where(grey, delta.mean(dim=1, keepdim=True), delta)
 
 
+def lowpass_field(raw: torch.Tensor, factor: int) -> torch.Tensor:
+    """
+    ``raw`` ``[B, C, *spatial]`` averaged over ``factor``-wide blocks (the last block of an axis may be narrower)
+    and interpolated back to its own grid (bilinear / trilinear), so that the field, and the sign pattern of the
+    perturbation the bounds of Eq. 4-5 make of it, lives on a grid ``factor`` times coarser. ``factor=1`` returns
+    ``raw`` unchanged.
+
+    Not part of the paper: a parametrisation of the generators' output (:class:`UMedPerturbator`'s ``lowpass``),
+    which leaves the feasible set of Eq. 4-5 as it is. A pattern without fine structure is what survives an
+    exploiter's blur, median filter, down-sampling and JPEG, and what a fresh network fits first.
+    """
+    factor = int(factor)
+    if factor < 1:
+        raise ValueError(f"lowpass must be a positive integer, got {factor}.")
+    if factor == 1:
+        return raw
+    dims = raw.ndim - 2
+    if dims not in (1, 2, 3):
+        raise ValueError(f"raw must be [B, C, *spatial] with 1-3 spatial dims, got {tuple(raw.shape)}.")
+    pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[dims - 1]
+    coarse = pool(raw, factor, stride=factor, ceil_mode=True, count_include_pad=False)
+    mode = ("linear", "bilinear", "trilinear")[dims - 1]
+    return F.interpolate(coarse, size=tuple(raw.shape[2:]), mode=mode, align_corners=False)
+
+
 class ContourPerturbator(nn.Module):
     """
     Contour perturbator G_c (Fig. 2b, Eq. 4 of Lin et al., IJCAI 2024): ``delta_c = bound(F_c(x) * y_c)``.
@@ -292,6 +319,9 @@ class UMedPerturbator(nn.Module):
             Table 5's "w/o texture prior").
         epsilon: the shared l-inf budget on the [0, 1] scale (8-bit: ``4/255`` = 4 grey levels; 16-bit: 1028
             levels; float images: a fraction of the per-image min-max range). Both sub-perturbators must use it.
+        lowpass: the raw fields F_c(x), F_t(x) go through :func:`lowpass_field` with this factor before the bounds
+            (1, the default: unchanged, the paper's generators). The bounds and masks of Eq. 4-5 are applied
+            after it, so they hold as before.
 
     Raises:
         ValueError: when a given sub-perturbator's epsilon differs from ``epsilon`` (or from the other's).
@@ -307,9 +337,13 @@ class UMedPerturbator(nn.Module):
         bound: str = "tanh",
         parts: str = "both",
         texture_bound: str = "lbp",
+        lowpass: int = 1,
     ) -> None:
         super().__init__()
         epsilon = _check_epsilon(epsilon)
+        if int(lowpass) != lowpass or int(lowpass) < 1:
+            raise ValueError(f"lowpass must be a positive integer, got {lowpass!r}.")
+        self.lowpass = int(lowpass)
         if parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {parts!r}.")
         if texture_bound not in TEXTURE_BOUNDS:
@@ -342,8 +376,9 @@ class UMedPerturbator(nn.Module):
         return self.contour.epsilon
 
     def generator_outputs(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw, unbounded fields ``(F_c(x), F_t(x))``."""
-        return self.contour.generator_output(image), self.texture.generator_output(image)
+        """Raw, unbounded fields ``(F_c(x), F_t(x))`` (through :func:`lowpass_field` when ``lowpass > 1``)."""
+        raw_c, raw_t = self.contour.generator_output(image), self.texture.generator_output(image)
+        return lowpass_field(raw_c, self.lowpass), lowpass_field(raw_t, self.lowpass)
 
     def perturb_fields(
         self,
@@ -375,7 +410,7 @@ class UMedPerturbator(nn.Module):
         return compose_protected(image, delta_c, delta_t), delta_c, delta_t
 
     def extra_repr(self) -> str:
-        return f"parts={self.parts!r}, texture_bound={self.texture_bound!r}"
+        return f"parts={self.parts!r}, texture_bound={self.texture_bound!r}, lowpass={self.lowpass}"
 
     def forward(
         self, image: torch.Tensor, contour_band: torch.Tensor, texture_map: torch.Tensor, roi_interior: torch.Tensor
