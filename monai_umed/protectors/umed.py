@@ -34,6 +34,7 @@ def build_perturbator(
     parts: str = "both",
     texture_bound: str = "lbp",
     lowpass: int = 1,
+    highpass: int = 1,
 ) -> UMedPerturbator:
     """Build G_c (CDC U-Net generator, Eq. 3-4) and G_t (MONAI U-Net generator, Eq. 5) from plain arguments.
 
@@ -50,7 +51,8 @@ def build_perturbator(
         strides=tuple(texture_strides), num_res_units=texture_res_units,
     )
     return UMedPerturbator(
-        contour=contour, texture=texture, epsilon=epsilon, parts=parts, texture_bound=texture_bound, lowpass=lowpass
+        contour=contour, texture=texture, epsilon=epsilon, parts=parts, texture_bound=texture_bound, lowpass=lowpass,
+        highpass=highpass,
     )
 
 
@@ -121,6 +123,7 @@ class UMedProtector(Protector):
         parts: str = "both",
         texture_bound: str = "lbp",
         lowpass: int = 1,
+        highpass: int = 1,
         band_width: int = 3,
         band_side: str = "both",
         lbp_points: int = 8,
@@ -140,6 +143,7 @@ class UMedProtector(Protector):
             "texture_channels": [int(c) for c in texture_channels],
             "texture_strides": [int(s) for s in texture_strides], "texture_res_units": int(texture_res_units),
             "parts": str(parts), "texture_bound": str(texture_bound), "lowpass": int(lowpass),
+            "highpass": int(highpass),
         }
         self.perturbator = build_perturbator(**self.perturbator_args)
         size = (image_size,) * spatial_dims if isinstance(image_size, (int, np.integer)) else tuple(image_size)

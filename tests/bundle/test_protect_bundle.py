@@ -764,24 +764,27 @@ def test_protect_rem_trains_under_the_attack(tmp_path):
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
 
 
-def test_protect_lowpass_is_recorded_and_rebuilt(tmp_path):
-    """``--lowpass 2``: the generators' raw fields go through ``lowpass_field`` in training and writing; the files keep
-    the bound, the manifest records the factor, and the saved protector is rebuilt with it."""
-    from monai_umed.networks import lowpass_field
+@pytest.mark.parametrize("option", ["lowpass", "highpass"])
+def test_protect_field_filter_is_recorded_and_rebuilt(tmp_path, option):
+    """``--lowpass 2`` / ``--highpass 2``: the generators' raw fields go through ``lowpass_field`` /
+    ``highpass_field`` in training and writing; the files keep the bound, the manifest records the factor, and the
+    saved protector is rebuilt with it."""
+    from monai_umed.networks import highpass_field, lowpass_field
 
+    field = {"lowpass": lowpass_field, "highpass": highpass_field}[option]
     data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=4)
     out = tmp_path / "out"
     _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
-            "--lowpass", "2", "--verify", "false")
+            f"--{option}", "2", "--verify", "false")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["settings"]["perturbator"]["lowpass"] == 2
+    assert manifest["settings"]["perturbator"][option] == 2
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     protector, _ = load_protector(out / "protector.pt")
-    assert protector.perturbator.lowpass == 2
+    assert getattr(protector.perturbator, option) == 2
     x = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         raw_c, _ = protector.perturbator.generator_outputs(x)
-        torch.testing.assert_close(raw_c, lowpass_field(protector.perturbator.contour.generator_output(x), 2))
+        torch.testing.assert_close(raw_c, field(protector.perturbator.contour.generator_output(x), 2))
     proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "bad"), *STEPS,
-                   "--lowpass", "0", "--verify", "false", check=False)
-    assert proc.returncode != 0 and "lowpass must be a positive integer" in proc.stdout + proc.stderr
+                   f"--{option}", "0", "--verify", "false", check=False)
+    assert proc.returncode != 0 and f"{option} must be a positive integer" in proc.stdout + proc.stderr

@@ -15,6 +15,7 @@ from monai_umed.networks.nets import (
     UMedPerturbator,
     compose_protected,
     contour_perturbation,
+    highpass_field,
     keep_grey,
     lowpass_field,
     texture_perturbation,
@@ -285,6 +286,11 @@ def test_lowpass_field_keeps_block_means_and_drops_fine_structure(spatial_dims, 
     assert lowpass_field(raw, factor).pow(2).mean() < 0.6 * raw.pow(2).mean()
     with pytest.raises(ValueError, match="lowpass"):
         lowpass_field(raw, 0)
+    # highpass_field is the rest: it removes a constant, keeps the finest pattern, and sums with lowpass to raw
+    assert highpass_field(raw, 1) is raw
+    assert highpass_field(constant, factor).abs().max() < 1e-5
+    torch.testing.assert_close(highpass_field(alternating, 2), alternating)
+    torch.testing.assert_close(highpass_field(raw, factor) + lowpass_field(raw, factor), raw)
 
 
 @pytest.mark.parametrize("bound", ["tanh", "clip"])
@@ -318,3 +324,27 @@ def test_lowpass_perturbator_keeps_the_bounds_and_is_coarse(bound):
     for bad in (0, 2.5, -1):
         with pytest.raises(ValueError, match="lowpass"):
             build_perturbator(lowpass=bad, **kw)
+        with pytest.raises(ValueError, match="highpass"):
+            build_perturbator(highpass=bad, **kw)
+
+
+def test_highpass_perturbator_keeps_the_bounds_and_only_fine_structure():
+    """UMedPerturbator(highpass=2): Eq. 4-6 hold exactly and the raw fields are the generators' minus their
+    block-average part; the factor is saved with the protector."""
+    from monai_umed.protectors import UMedProtector, build_perturbator
+
+    torch.manual_seed(0)
+    kw = dict(contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
+    p = build_perturbator(highpass=2, **kw).eval()
+    image = torch.rand(2, 1, 16, 16)
+    band, texture, roi_interior = make_priors(2, (16, 16))
+    with torch.no_grad():
+        for param in p.parameters():
+            param.mul_(5.0)
+        protected, dc, dt = p(image, band, texture, roi_interior)
+        assert_bounds(image, band, texture, roi_interior, protected, dc, dt, p.epsilon)
+        raw_c, raw_t = p.generator_outputs(image)
+        own = p.texture.generator_output(image)
+        torch.testing.assert_close(raw_t, own - lowpass_field(own, 2))
+        assert raw_c.mean().abs() < 0.1 * p.contour.generator_output(image).abs().mean() + 1e-6
+    assert UMedProtector(image_size=16, highpass=2, **kw).config()["highpass"] == 2

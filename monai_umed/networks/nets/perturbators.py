@@ -44,6 +44,7 @@ __all__ = [
     "compose_protected",
     "keep_grey",
     "lowpass_field",
+    "highpass_field",
     "ContourPerturbator",
     "TexturePerturbator",
     "UMedPerturbator",
@@ -199,6 +200,17 @@ def lowpass_field(raw: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(coarse, size=tuple(raw.shape[2:]), mode=mode, align_corners=False)
 
 
+def highpass_field(raw: torch.Tensor, factor: int) -> torch.Tensor:
+    """
+    ``raw - lowpass_field(raw, factor)``: the part of the field that varies within ``factor``-wide blocks, so the
+    perturbation's pattern keeps only its fine structure (the counterpart of :func:`lowpass_field`; ``factor=1``
+    returns ``raw`` unchanged). Not part of the paper; the feasible set of Eq. 4-5 is unchanged.
+    """
+    if int(factor) == 1:
+        return raw
+    return raw - lowpass_field(raw, factor)
+
+
 class ContourPerturbator(nn.Module):
     """
     Contour perturbator G_c (Fig. 2b, Eq. 4 of Lin et al., IJCAI 2024): ``delta_c = bound(F_c(x) * y_c)``.
@@ -322,6 +334,7 @@ class UMedPerturbator(nn.Module):
         lowpass: the raw fields F_c(x), F_t(x) go through :func:`lowpass_field` with this factor before the bounds
             (1, the default: unchanged, the paper's generators). The bounds and masks of Eq. 4-5 are applied
             after it, so they hold as before.
+        highpass: the raw fields go through :func:`highpass_field` with this factor (1, the default: unchanged).
 
     Raises:
         ValueError: when a given sub-perturbator's epsilon differs from ``epsilon`` (or from the other's).
@@ -338,12 +351,14 @@ class UMedPerturbator(nn.Module):
         parts: str = "both",
         texture_bound: str = "lbp",
         lowpass: int = 1,
+        highpass: int = 1,
     ) -> None:
         super().__init__()
         epsilon = _check_epsilon(epsilon)
-        if int(lowpass) != lowpass or int(lowpass) < 1:
-            raise ValueError(f"lowpass must be a positive integer, got {lowpass!r}.")
-        self.lowpass = int(lowpass)
+        for name, value in (("lowpass", lowpass), ("highpass", highpass)):
+            if int(value) != value or int(value) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        self.lowpass, self.highpass = int(lowpass), int(highpass)
         if parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {parts!r}.")
         if texture_bound not in TEXTURE_BOUNDS:
@@ -378,7 +393,7 @@ class UMedPerturbator(nn.Module):
     def generator_outputs(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw, unbounded fields ``(F_c(x), F_t(x))`` (through :func:`lowpass_field` when ``lowpass > 1``)."""
         raw_c, raw_t = self.contour.generator_output(image), self.texture.generator_output(image)
-        return lowpass_field(raw_c, self.lowpass), lowpass_field(raw_t, self.lowpass)
+        return tuple(highpass_field(lowpass_field(r, self.lowpass), self.highpass) for r in (raw_c, raw_t))
 
     def perturb_fields(
         self,
