@@ -294,14 +294,17 @@ def test_lowpass_field_keeps_block_means_and_drops_fine_structure(spatial_dims, 
 
 
 @pytest.mark.parametrize("bound", ["tanh", "clip"])
-def test_lowpass_perturbator_keeps_the_bounds_and_is_coarse(bound):
-    """UMedPerturbator(lowpass=4): Eq. 4-6 hold exactly, the raw fields are the generators' through lowpass_field,
-    the saved settings rebuild it, and a bad factor is refused."""
+@pytest.mark.parametrize("option, factor", [("lowpass", 4), ("highpass", 2)])
+def test_field_filter_keeps_the_bounds_and_is_saved(bound, option, factor):
+    """UMedPerturbator(lowpass=4 / highpass=2): Eq. 4-6 hold exactly, the raw fields are the generators' through
+    lowpass_field / highpass_field (coarse: neighbouring values differ less; fine: no block mean left), the saved
+    settings rebuild it, and a bad factor is refused."""
     from monai_umed.protectors import UMedProtector, build_perturbator
 
+    field = {"lowpass": lowpass_field, "highpass": highpass_field}[option]
     torch.manual_seed(0)
     kw = dict(contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
-    p = build_perturbator(bound=bound, lowpass=4, **kw).eval()
+    p = build_perturbator(bound=bound, **{option: factor}, **kw).eval()
     image = torch.rand(2, 1, 16, 16)
     band, texture, roi_interior = make_priors(2, (16, 16))
     with torch.no_grad():
@@ -310,41 +313,19 @@ def test_lowpass_perturbator_keeps_the_bounds_and_is_coarse(bound):
         protected, dc, dt = p(image, band, texture, roi_interior)
         assert_bounds(image, band, texture, roi_interior, protected, dc, dt, p.epsilon)
         raw_c, raw_t = p.generator_outputs(image)
-        torch.testing.assert_close(raw_c, lowpass_field(p.contour.generator_output(image), 4))
-        torch.testing.assert_close(raw_t, lowpass_field(p.texture.generator_output(image), 4))
-        # coarse: neighbouring raw values differ far less than the generators' own output does
-        own = p.contour.generator_output(image)
-        assert raw_c.diff(dim=-1).abs().mean() < 0.5 * own.diff(dim=-1).abs().mean()
-    assert "lowpass=4" in repr(p)
-    prot = UMedProtector(image_size=16, lowpass=4, **kw)
-    assert prot.config()["lowpass"] == 4 and prot.perturbator.lowpass == 4
-    assert UMedProtector(image_size=16, **kw).perturbator.lowpass == 1
+        own_c, own_t = p.contour.generator_output(image), p.texture.generator_output(image)
+        torch.testing.assert_close(raw_c, field(own_c, factor))
+        torch.testing.assert_close(raw_t, field(own_t, factor))
+        if option == "lowpass":
+            assert raw_c.diff(dim=-1).abs().mean() < 0.5 * own_c.diff(dim=-1).abs().mean()
+        else:
+            assert raw_c.mean().abs() < 0.1 * own_c.abs().mean()
+    assert f"{option}={factor}" in repr(p)
+    prot = UMedProtector(image_size=16, **{option: factor}, **kw)
+    assert prot.config()[option] == factor and getattr(prot.perturbator, option) == factor
+    assert getattr(UMedProtector(image_size=16, **kw).perturbator, option) == 1
     rebuilt = build_perturbator(**{k: prot.config()[k] for k in prot.perturbator_args})
-    assert rebuilt.lowpass == 4
+    assert getattr(rebuilt, option) == factor
     for bad in (0, 2.5, -1):
-        with pytest.raises(ValueError, match="lowpass"):
-            build_perturbator(lowpass=bad, **kw)
-        with pytest.raises(ValueError, match="highpass"):
-            build_perturbator(highpass=bad, **kw)
-
-
-def test_highpass_perturbator_keeps_the_bounds_and_only_fine_structure():
-    """UMedPerturbator(highpass=2): Eq. 4-6 hold exactly and the raw fields are the generators' minus their
-    block-average part; the factor is saved with the protector."""
-    from monai_umed.protectors import UMedProtector, build_perturbator
-
-    torch.manual_seed(0)
-    kw = dict(contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
-    p = build_perturbator(highpass=2, **kw).eval()
-    image = torch.rand(2, 1, 16, 16)
-    band, texture, roi_interior = make_priors(2, (16, 16))
-    with torch.no_grad():
-        for param in p.parameters():
-            param.mul_(5.0)
-        protected, dc, dt = p(image, band, texture, roi_interior)
-        assert_bounds(image, band, texture, roi_interior, protected, dc, dt, p.epsilon)
-        raw_c, raw_t = p.generator_outputs(image)
-        own = p.texture.generator_output(image)
-        torch.testing.assert_close(raw_t, own - lowpass_field(own, 2))
-        assert raw_c.mean().abs() < 0.1 * p.contour.generator_output(image).abs().mean() + 1e-6
-    assert UMedProtector(image_size=16, highpass=2, **kw).config()["highpass"] == 2
+        with pytest.raises(ValueError, match=option):
+            build_perturbator(**{option: bad}, **kw)

@@ -425,7 +425,10 @@ class UMedPerturbator(nn.Module):
         return compose_protected(image, delta_c, delta_t), delta_c, delta_t
 
     def extra_repr(self) -> str:
-        return f"parts={self.parts!r}, texture_bound={self.texture_bound!r}, lowpass={self.lowpass}"
+        return (
+            f"parts={self.parts!r}, texture_bound={self.texture_bound!r}, lowpass={self.lowpass}, "
+            f"highpass={self.highpass}"
+        )
 
     def forward(
         self, image: torch.Tensor, contour_band: torch.Tensor, texture_map: torch.Tensor, roi_interior: torch.Tensor
