@@ -90,7 +90,7 @@ class UMedProtector(Protector):
         in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*, parts, texture_bound, lowpass: the
             generators and the ablation switches, see :func:`build_perturbator`.
         image_size: the training size (an int or one size per spatial dimension).
-        band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize: the priors
+        band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize, lbp_grid: the priors
             (:class:`~monai_umed.transforms.PriorSettings`).
         class_values: the mask values that are the surrogate's classes 1..K (empty: binary), for the labels of
             :meth:`transforms` (:func:`~monai_umed.transforms.class_values`). The perturbation itself does not
@@ -130,6 +130,7 @@ class UMedProtector(Protector):
         lbp_radius: float = 1.0,
         lbp_method: str = "uniform",
         lbp_normalize: str = "max_code",
+        lbp_grid: str = "train",
         class_values: Sequence[int] = (),
         native: bool = False,
     ) -> None:
@@ -148,7 +149,9 @@ class UMedProtector(Protector):
         self.perturbator = build_perturbator(**self.perturbator_args)
         size = (image_size,) * spatial_dims if isinstance(image_size, (int, np.integer)) else tuple(image_size)
         self.image_size = tuple(int(s) for s in size)
-        self.priors = PriorSettings(band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize)
+        self.priors = PriorSettings(
+            band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize, lbp_grid
+        )
         self.in_channels = int(in_channels)
         self.spatial_dims = int(spatial_dims)
         self._lbp = self.priors.lbp()

@@ -25,19 +25,27 @@ from monai_umed.transforms.contour import CONTOUR_SIDES, ContourBand, ContourBan
 from monai_umed.transforms.labels import label_classes_transform
 from monai_umed.transforms.texture import LBPTextureMap, LBPTextureMapd
 
-__all__ = ["ForegroundNeighbourhoodd", "PriorSettings", "prior_transforms"]
+__all__ = ["LBP_GRIDS", "ForegroundNeighbourhoodd", "PriorSettings", "prior_transforms"]
+
+#: Where training computes the LBP texture map (:class:`PriorSettings`'s ``lbp_grid``).
+LBP_GRIDS = ("train", "native")
 
 
 @dataclass(frozen=True)
 class PriorSettings:
     """How UMed computes its priors: the contour band ``y_c`` (Eq. 4) and the LBP texture map ``x_t`` (Eq. 5).
 
-    One object for the six settings that training, writing and the protector file must agree on.
+    One object for the settings that training, writing and the protector file must agree on.
 
     Args:
         band_width: half-width of the contour band in pixels at the training size (see :class:`ContourBand`).
         band_side: "both", "inside" or "outside".
         lbp_points, lbp_radius, lbp_method, lbp_normalize: see :class:`LBPTextureMap`.
+        lbp_grid: where training computes ``x_t`` for a resized 2D image: ``"train"`` (the default) on the image at
+            the training size; ``"native"`` on the image's own grid, then resized to the training size as the image
+            is (bilinear, anti-aliased): the texture bound of the written file (computed on its own grid) as an
+            exploiter that trains at that size sees it. Writing always uses the file's own grid. Volumes (trained
+            on their own grid) are unaffected.
     """
 
     band_width: int = 3
@@ -46,8 +54,11 @@ class PriorSettings:
     lbp_radius: float = 1.0
     lbp_method: str = "uniform"
     lbp_normalize: str = "max_code"
+    lbp_grid: str = "train"
 
     def __post_init__(self) -> None:
+        if self.lbp_grid not in LBP_GRIDS:
+            raise ValueError(f"lbp_grid must be one of {LBP_GRIDS}, got {self.lbp_grid!r}.")
         if self.band_side not in CONTOUR_SIDES:
             raise ValueError(f"band_side must be one of {CONTOUR_SIDES}, got {self.band_side!r}.")
         self.lbp()  # checks the LBP settings
@@ -112,6 +123,7 @@ def prior_transforms(
     lbp_radius: float = 1.0,
     lbp_method: str = "uniform",
     lbp_normalize: str = "max_code",
+    lbp_grid: str = "train",
     track_meta: bool = False,
     class_values: Sequence[int] | None = None,
     native: str | None = None,
@@ -128,7 +140,8 @@ def prior_transforms(
 
     Image: bilinear with anti-aliasing; label: nearest, then class indices (:func:`label_classes_transform`:
     foreground ``label > 0`` as class 1 when ``class_values`` is empty, else ``class_values[k]`` -> ``k + 1``).
-    Adds ``contour_band`` and ``roi_interior`` (``ContourBandd``) and ``texture_map`` (``LBPTextureMapd``).
+    Adds ``contour_band`` and ``roi_interior`` (``ContourBandd``) and ``texture_map`` (``LBPTextureMapd``; with
+    ``lbp_grid="native"`` computed before the resize and resized as the image is).
     The outputs are float32 plain tensors unless ``track_meta``: training needs no metadata, and every torch
     operation on a MetaTensor goes through MONAI's metadata handling (measured in ``docs/DESIGN.md``).
     The keyword arguments are those of :class:`PriorSettings` (``prior_transforms(size, c, **s.as_dict())``).
@@ -137,8 +150,15 @@ def prior_transforms(
     keys = ["image", "label", "contour_band", "roi_interior", "texture_map"]
     if native not in (None, "train", "apply"):
         raise ValueError(f"native must be None, 'train' or 'apply', got {native!r}.")
+    if lbp_grid not in LBP_GRIDS:
+        raise ValueError(f"lbp_grid must be one of {LBP_GRIDS}, got {lbp_grid!r}.")
+    lbp = LBPTextureMapd(
+        "image", num_points=lbp_points, radius=lbp_radius, method=lbp_method, normalize=lbp_normalize
+    )
+    lbp_first = lbp_grid == "native" and not native
+    image_keys = ["image", "texture_map"] if lbp_first else ["image"]
     resize = [] if native else [
-        Resized("image", spatial_size=size, mode="bilinear", anti_aliasing=True),
+        Resized(image_keys, spatial_size=size, mode="bilinear", anti_aliasing=True),
         Resized("label", spatial_size=size, mode="nearest"),
     ]
     crop = []
@@ -154,12 +174,11 @@ def prior_transforms(
     return Compose(
         [
             MatchChannelsd("image", channels),
+            *([lbp] if lbp_first else []),
             *resize,
             label_classes_transform("label", class_values),
             ContourBandd("label", width=band_width, side=band_side),
-            LBPTextureMapd(
-                "image", num_points=lbp_points, radius=lbp_radius, method=lbp_method, normalize=lbp_normalize
-            ),
+            *([] if lbp_first else [lbp]),
             EnsureTyped(keys, dtype=torch.float32, track_meta=track_meta),
             *crop,
         ]

@@ -65,3 +65,37 @@ def test_native_training_patches_meet_foreground_and_background():
         centres.append(float(patch["label"][(0, *(size // 2,) * 3)]))
     fg = sum(c > 0 for c in centres)
     assert 8 <= fg <= 32, centres  # both kinds, about half each (binomial(40, 0.5): outside [8, 32] has p < 1e-4)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_lbp_grid_native_is_the_native_map_resized_as_the_image(channels):
+    """``lbp_grid="native"``: the texture map is the LBP of the image on its own grid, resized to the training size
+    with the image's own resize (what an exploiter at that size sees of the written bound); image, label, band
+    and ROI are those of ``"train"``; volumes trained on their own grid are unaffected; a bad value is refused."""
+    from monai.transforms import Resize
+
+    from monai_umed.transforms import LBPTextureMap, PriorSettings
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(channels, 70, 52, generator=g)
+    label = torch.zeros(1, 70, 52)
+    label[:, 20:50, 10:40] = 1
+    train = prior_transforms(32, channels)({"image": image, "label": label})
+    native = prior_transforms(32, channels, lbp_grid="native")({"image": image, "label": label})
+    for key in ("image", "label", "contour_band", "roi_interior"):
+        assert torch.equal(train[key], native[key]), key
+    expected = Resize((32, 32), mode="bilinear", anti_aliasing=True)(torch.as_tensor(LBPTextureMap()(image)))
+    torch.testing.assert_close(native["texture_map"], torch.as_tensor(expected).float())
+    # the native map, averaged by the resize, is smoother than the map of the small image, and no longer equal
+    assert native["texture_map"].std() < train["texture_map"].std()
+    assert native["texture_map"].shape == train["texture_map"].shape == (1, 32, 32)
+    assert 0 <= native["texture_map"].min() and native["texture_map"].max() <= 1 + 1e-6
+    volume = {"image": torch.rand(1, 20, 20, 20, generator=g), "label": torch.ones(1, 20, 20, 20)}
+    a = prior_transforms(16, 1, native="apply")(dict(volume))
+    b = prior_transforms(16, 1, native="apply", lbp_grid="native")(dict(volume))
+    assert torch.equal(a["texture_map"], b["texture_map"])
+    assert PriorSettings(lbp_grid="native").as_dict()["lbp_grid"] == "native"
+    with pytest.raises(ValueError, match="lbp_grid"):
+        prior_transforms(32, channels, lbp_grid="other")
+    with pytest.raises(ValueError, match="lbp_grid"):
+        PriorSettings(lbp_grid="other")
