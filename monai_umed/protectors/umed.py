@@ -35,6 +35,7 @@ def build_perturbator(
     texture_bound: str = "lbp",
     lowpass: int = 1,
     highpass: int = 1,
+    file_size: Sequence[int] | int | None = None,
 ) -> UMedPerturbator:
     """Build G_c (CDC U-Net generator, Eq. 3-4) and G_t (MONAI U-Net generator, Eq. 5) from plain arguments.
 
@@ -52,7 +53,7 @@ def build_perturbator(
     )
     return UMedPerturbator(
         contour=contour, texture=texture, epsilon=epsilon, parts=parts, texture_bound=texture_bound, lowpass=lowpass,
-        highpass=highpass,
+        highpass=highpass, file_size=file_size,
     )
 
 
@@ -124,6 +125,7 @@ class UMedProtector(Protector):
         texture_bound: str = "lbp",
         lowpass: int = 1,
         highpass: int = 1,
+        file_size: Sequence[int] | int | None = None,
         band_width: int = 3,
         band_side: str = "both",
         lbp_points: int = 8,
@@ -145,6 +147,9 @@ class UMedProtector(Protector):
             "texture_strides": [int(s) for s in texture_strides], "texture_res_units": int(texture_res_units),
             "parts": str(parts), "texture_bound": str(texture_bound), "lowpass": int(lowpass),
             "highpass": int(highpass),
+            "file_size": None if file_size is None else (
+                int(file_size) if isinstance(file_size, (int, np.integer)) else [int(v) for v in file_size]
+            ),
         }
         self.perturbator = build_perturbator(**self.perturbator_args)
         size = (image_size,) * spatial_dims if isinstance(image_size, (int, np.integer)) else tuple(image_size)

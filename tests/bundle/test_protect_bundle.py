@@ -764,27 +764,29 @@ def test_protect_rem_trains_under_the_attack(tmp_path):
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
 
 
-@pytest.mark.parametrize("option", ["lowpass", "highpass"])
-def test_protect_field_filter_is_recorded_and_rebuilt(tmp_path, option):
+@pytest.mark.parametrize("option, value", [("lowpass", 2), ("highpass", 2), ("file_size", 64)])
+def test_protect_field_options_are_recorded_and_rebuilt(tmp_path, option, value):
     """``--lowpass 2`` / ``--highpass 2``: the generators' raw fields go through ``lowpass_field`` /
-    ``highpass_field`` in training and writing; the files keep the bound, the manifest records the factor, and the
-    saved protector is rebuilt with it."""
+    ``highpass_field`` in training and writing; ``--file_size 64``: training sees the deltas through the write round
+    trip. The files keep the bound, the manifest records the setting, the saved protector is rebuilt with it, and a
+    bad value stops the job with its name."""
     from monai_umed.networks import highpass_field, lowpass_field
 
-    field = {"lowpass": lowpass_field, "highpass": highpass_field}[option]
+    field = {"lowpass": lowpass_field, "highpass": highpass_field}.get(option)
     data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(32, 32), seed=4)
     out = tmp_path / "out"
     _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
-            f"--{option}", "2", "--verify", "false")
+            f"--{option}", str(value), "--verify", "false")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["settings"]["perturbator"][option] == 2
+    assert manifest["settings"]["perturbator"][option] == value
     assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
     protector, _ = load_protector(out / "protector.pt")
-    assert getattr(protector.perturbator, option) == 2
-    x = torch.rand(1, 1, 32, 32)
-    with torch.no_grad():
-        raw_c, _ = protector.perturbator.generator_outputs(x)
-        torch.testing.assert_close(raw_c, field(protector.perturbator.contour.generator_output(x), 2))
+    assert getattr(protector.perturbator, option) == value
+    if field is not None:
+        x = torch.rand(1, 1, 32, 32)
+        with torch.no_grad():
+            raw_c, _ = protector.perturbator.generator_outputs(x)
+            torch.testing.assert_close(raw_c, field(protector.perturbator.contour.generator_output(x), value))
     proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "bad"), *STEPS,
                    f"--{option}", "0", "--verify", "false", check=False)
-    assert proc.returncode != 0 and f"{option} must be a positive integer" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"{option} must be" in proc.stdout + proc.stderr

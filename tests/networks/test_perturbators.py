@@ -19,6 +19,7 @@ from monai_umed.networks.nets import (
     keep_grey,
     lowpass_field,
     texture_perturbation,
+    write_round_trip,
 )
 
 TINY = {"channels": (4, 8), "strides": (2,)}
@@ -329,3 +330,59 @@ def test_field_filter_keeps_the_bounds_and_is_saved(bound, option, factor):
     for bad in (0, 2.5, -1):
         with pytest.raises(ValueError, match=option):
             build_perturbator(**{option: bad}, **kw)
+
+
+def test_write_round_trip_is_the_exploiters_view_of_a_written_delta():
+    """write_round_trip: bilinear up to the file's size, then MONAI's own anti-aliased Resize back (the exploiter's
+    resize, compared with the transform itself); the l-inf bound holds, a pixel-scale pattern loses amplitude that
+    a coarser one keeps, and a file no larger than the training size changes nothing."""
+    from monai.transforms import Resize
+
+    g = torch.Generator().manual_seed(0)
+    delta = (torch.rand(2, 3, 24, 24, generator=g) * 2 - 1) * DEFAULT_EPSILON
+    out = write_round_trip(delta, 56)
+    assert out.shape == delta.shape and out.abs().max() <= DEFAULT_EPSILON
+    up = F.interpolate(delta, size=(56, 56), mode="bilinear", align_corners=False)
+    reference = torch.stack([torch.as_tensor(Resize((24, 24), mode="bilinear", anti_aliasing=True)(u)) for u in up])
+    torch.testing.assert_close(out, reference.float(), atol=1e-6, rtol=1e-4)
+    assert write_round_trip(delta, 24) is delta and write_round_trip(delta, (20, 24)) is delta
+    rows = torch.ones(1, 1, 24, 24)
+    rows[..., 1::2, :] = -1  # alternating at every pixel
+    stripes = torch.ones(1, 1, 24, 24)
+    stripes[..., 2::4, :] = -1
+    stripes[..., 3::4, :] = -1  # period 4
+    inner = (slice(None), slice(None), slice(4, 20), slice(4, 20))
+    fine, coarse = write_round_trip(rows, 56)[inner].abs().mean(), write_round_trip(stripes, 56)[inner].abs().mean()
+    assert fine < 0.6 and coarse > fine + 0.15
+
+
+def test_file_size_is_a_training_view_only():
+    """UMedPerturbator(file_size=...): forward (training) returns the round-tripped deltas within epsilon;
+    perturb_fields (the writer's path) is unchanged; the setting is saved with the protector; bad sizes refused."""
+    from monai_umed.protectors import UMedProtector, build_perturbator
+
+    torch.manual_seed(0)
+    kw = dict(contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
+    plain_p = build_perturbator(**kw).eval()
+    viewed = build_perturbator(file_size=40, **kw).eval()
+    viewed.load_state_dict(plain_p.state_dict())
+    image = torch.rand(2, 1, 16, 16)
+    band, texture, roi_interior = make_priors(2, (16, 16))
+    with torch.no_grad():
+        for param in plain_p.parameters():
+            param.mul_(5.0)
+        viewed.load_state_dict(plain_p.state_dict())
+        _, dc0, dt0 = plain_p(image, band, texture, roi_interior)
+        protected, dc, dt = viewed(image, band, texture, roi_interior)
+        torch.testing.assert_close(dc, write_round_trip(dc0, 40))
+        torch.testing.assert_close(dt, write_round_trip(dt0, 40))
+        torch.testing.assert_close(protected, compose_protected(image, dc, dt))
+        assert dc.abs().max() <= viewed.epsilon and dt.abs().max() <= viewed.epsilon
+        raw_c, raw_t = viewed.generator_outputs(image)
+        a = viewed.perturb_fields(raw_c, raw_t, image, band, texture, roi_interior)
+        b = plain_p.perturb_fields(raw_c, raw_t, image, band, texture, roi_interior)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert UMedProtector(image_size=16, file_size=[40, 48], **kw).config()["file_size"] == [40, 48]
+    assert UMedProtector(image_size=16, **kw).config()["file_size"] is None
+    with pytest.raises(ValueError, match="file_size"):
+        build_perturbator(file_size=0, **kw)

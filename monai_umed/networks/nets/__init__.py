@@ -18,6 +18,7 @@ from .perturbators import (
     contour_perturbation,
     texture_bound,
     texture_perturbation,
+    write_round_trip,
 )
 from .transunet import TRANSUNET_PAPER_KWARGS, TransUNet
 
@@ -41,4 +42,5 @@ __all__ = [
     "contour_perturbation",
     "texture_bound",
     "texture_perturbation",
+    "write_round_trip",
 ]

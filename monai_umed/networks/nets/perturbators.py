@@ -45,6 +45,7 @@ __all__ = [
     "keep_grey",
     "lowpass_field",
     "highpass_field",
+    "write_round_trip",
     "ContourPerturbator",
     "TexturePerturbator",
     "UMedPerturbator",
@@ -200,6 +201,26 @@ def lowpass_field(raw: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(coarse, size=tuple(raw.shape[2:]), mode=mode, align_corners=False)
 
 
+def write_round_trip(delta: torch.Tensor, file_size: Sequence[int] | int) -> torch.Tensor:
+    """
+    ``delta`` ``[B, C, *spatial]`` at the training size as an exploiter that trains at that size sees it in a file
+    of ``file_size``: resized to ``file_size`` (bilinear, as the writer resizes the generators' fields) and back
+    with MONAI's anti-aliased resize (:func:`~monai_umed.defenses.antialiased_resize`). Each output value is a
+    weighted mean of input values (non-negative weights summing to at most 1), so an l-inf bound on ``delta``
+    holds for the result (a pixel-wise bound need not: values spread to the neighbours); a file no larger than
+    the training size returns ``delta`` unchanged (nothing is averaged away on the way back).
+    """
+    from monai_umed.defenses.differentiable import antialiased_resize
+
+    spatial = tuple(int(v) for v in delta.shape[2:])
+    size = (int(file_size),) * len(spatial) if isinstance(file_size, int) else tuple(int(v) for v in file_size)
+    if all(f <= s for f, s in zip(size, spatial)):
+        return delta
+    mode = ("linear", "bilinear", "trilinear")[len(spatial) - 1]
+    up = F.interpolate(delta, size=size, mode=mode, align_corners=False)
+    return antialiased_resize(up, spatial)
+
+
 def highpass_field(raw: torch.Tensor, factor: int) -> torch.Tensor:
     """
     ``raw - lowpass_field(raw, factor)``: the part of the field that varies within ``factor``-wide blocks, so the
@@ -335,6 +356,13 @@ class UMedPerturbator(nn.Module):
             (1, the default: unchanged, the paper's generators). The bounds and masks of Eq. 4-5 are applied
             after it, so they hold as before.
         highpass: the raw fields go through :func:`highpass_field` with this factor (1, the default: unchanged).
+        file_size: training only (:meth:`forward`; :meth:`perturb_fields`, the writer's path, is unchanged): the
+            size of the files the perturbation is written to. ``delta_c`` and ``delta_t`` are then returned as an
+            exploiter at the training size sees them in a written file: resized (bilinear) to ``file_size`` and
+            back with the exploiter's anti-aliased resize (:func:`~monai_umed.defenses.antialiased_resize`), a
+            low-pass of the pattern the generators must then survive (:func:`write_round_trip`). The l-inf bound
+            ``epsilon`` holds for this view; the pixel-wise regions and bounds of Eq. 4-5 hold where the writer
+            applies them, on the file's own grid. ``None`` (the default) or the training size: unchanged.
 
     Raises:
         ValueError: when a given sub-perturbator's epsilon differs from ``epsilon`` (or from the other's).
@@ -352,6 +380,7 @@ class UMedPerturbator(nn.Module):
         texture_bound: str = "lbp",
         lowpass: int = 1,
         highpass: int = 1,
+        file_size: Sequence[int] | int | None = None,
     ) -> None:
         super().__init__()
         epsilon = _check_epsilon(epsilon)
@@ -359,6 +388,11 @@ class UMedPerturbator(nn.Module):
             if int(value) != value or int(value) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         self.lowpass, self.highpass = int(lowpass), int(highpass)
+        if file_size is not None and not isinstance(file_size, int):
+            file_size = tuple(int(v) for v in file_size)
+        if file_size is not None and min((file_size,) if isinstance(file_size, int) else file_size) < 1:
+            raise ValueError(f"file_size must be positive, got {file_size!r}.")
+        self.file_size = file_size
         if parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {parts!r}.")
         if texture_bound not in TEXTURE_BOUNDS:
@@ -441,4 +475,8 @@ class UMedPerturbator(nn.Module):
             ``(protected, delta_c, delta_t)`` with ``protected = Clip_[0, 1](image + delta_c + delta_t)`` (Eq. 6).
         """
         raw_c, raw_t = self.generator_outputs(image)
-        return self.perturb_fields(raw_c, raw_t, image, contour_band, texture_map, roi_interior)
+        protected, delta_c, delta_t = self.perturb_fields(raw_c, raw_t, image, contour_band, texture_map, roi_interior)
+        if self.file_size is None:
+            return protected, delta_c, delta_t
+        delta_c, delta_t = write_round_trip(delta_c, self.file_size), write_round_trip(delta_t, self.file_size)
+        return compose_protected(image, delta_c, delta_t), delta_c, delta_t
