@@ -41,8 +41,8 @@ def build_perturbator(
 
     The Table 5 ablations are settings: ``parts="contour"`` / ``"texture"`` (one generator only),
     ``texture_bound="fixed"`` (no texture prior), ``theta=0`` (the contour encoder without central differences,
-    i.e. a vanilla U-Net). ``lowpass > 1`` averages the raw fields over blocks of that width before the bounds
-    (:func:`~monai_umed.networks.lowpass_field`)."""
+    i.e. a vanilla U-Net). ``lowpass`` / ``highpass`` > 1 filter the raw fields before the bounds, ``file_size``
+    shows training the deltas through the write round trip (see :class:`~monai_umed.networks.UMedPerturbator`)."""
     contour = ContourPerturbator(
         spatial_dims, in_channels, epsilon=epsilon, bound=bound, channels=tuple(contour_channels),
         strides=tuple(contour_strides), theta=theta,
@@ -88,8 +88,8 @@ class UMedProtector(Protector):
     (:meth:`_work_box`; exact, see there).
 
     Args:
-        in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*, parts, texture_bound, lowpass: the
-            generators and the ablation switches, see :func:`build_perturbator`.
+        in_channels, spatial_dims, epsilon, bound, contour_*, theta, texture_*, parts, texture_bound, lowpass,
+            highpass, file_size: the generators and the ablation switches, see :func:`build_perturbator`.
         image_size: the training size (an int or one size per spatial dimension).
         band_width, band_side, lbp_points, lbp_radius, lbp_method, lbp_normalize, lbp_grid: the priors
             (:class:`~monai_umed.transforms.PriorSettings`).
