@@ -145,13 +145,16 @@ class UMedProtector(Protector):
             "contour_strides": [int(s) for s in contour_strides], "theta": float(theta),
             "texture_channels": [int(c) for c in texture_channels],
             "texture_strides": [int(s) for s in texture_strides], "texture_res_units": int(texture_res_units),
-            "parts": str(parts), "texture_bound": str(texture_bound), "lowpass": int(lowpass),
-            "highpass": int(highpass),
-            "file_size": None if file_size is None else (
-                int(file_size) if isinstance(file_size, (int, np.integer)) else [int(v) for v in file_size]
-            ),
+            "parts": str(parts), "texture_bound": str(texture_bound), "lowpass": lowpass, "highpass": highpass,
+            "file_size": file_size,
         }
         self.perturbator = build_perturbator(**self.perturbator_args)
+        # the settings as the perturbator checked them (plain ints / a list: the protector file holds plain data)
+        checked = self.perturbator.file_size
+        self.perturbator_args.update(
+            lowpass=self.perturbator.lowpass, highpass=self.perturbator.highpass,
+            file_size=list(checked) if isinstance(checked, tuple) else checked,
+        )
         size = (image_size,) * spatial_dims if isinstance(image_size, (int, np.integer)) else tuple(image_size)
         self.image_size = tuple(int(s) for s in size)
         self.priors = PriorSettings(

@@ -327,9 +327,10 @@ def test_field_filter_keeps_the_bounds_and_is_saved(bound, option, factor):
     assert getattr(UMedProtector(image_size=16, **kw).perturbator, option) == 1
     rebuilt = build_perturbator(**{k: prot.config()[k] for k in prot.perturbator_args})
     assert getattr(rebuilt, option) == factor
-    for bad in (0, 2.5, -1):
-        with pytest.raises(ValueError, match=option):
+    for bad in (0, 2.5, -1, "abc", None):
+        with pytest.raises(ValueError, match=f"{option} must be a positive integer"):
             build_perturbator(**{option: bad}, **kw)
+    assert getattr(build_perturbator(**{option: "3"}, **kw), option) == 3  # a number given as text (command line)
 
 
 def test_write_round_trip_is_the_exploiters_view_of_a_written_delta():
@@ -384,5 +385,7 @@ def test_file_size_is_a_training_view_only():
         assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert UMedProtector(image_size=16, file_size=[40, 48], **kw).config()["file_size"] == [40, 48]
     assert UMedProtector(image_size=16, **kw).config()["file_size"] is None
-    with pytest.raises(ValueError, match="file_size"):
-        build_perturbator(file_size=0, **kw)
+    for bad in (0, "abc", [40, -2], [40, None]):
+        with pytest.raises(ValueError, match="file_size must be a positive integer"):
+            build_perturbator(file_size=bad, **kw)
+    assert build_perturbator(file_size=(40, 48), **kw).file_size == (40, 48)

@@ -74,6 +74,17 @@ def _check_epsilon(epsilon: float) -> float:
     return epsilon
 
 
+def _positive_int(value, name: str) -> int:
+    """``value`` as a positive int, or a ``ValueError`` naming the setting (e.g. ``--lowpass abc``, ``--lowpass 2.5``)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (number >= 1 and number == int(number)):
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(number)
+
+
 def _finite(raw: torch.Tensor) -> torch.Tensor:
     """NaN -> 0 and +-inf -> largest finite value, so that the bounds hold for any generator output."""
     return torch.nan_to_num(raw, nan=0.0)
@@ -188,9 +199,7 @@ def lowpass_field(raw: torch.Tensor, factor: int) -> torch.Tensor:
     blur, median filter, down-sampling and JPEG leave alone; measured on two datasets, a fresh network does not
     learn it in place of the anatomy (README, issue 13, "A coarser or finer pattern").
     """
-    factor = int(factor)
-    if factor < 1:
-        raise ValueError(f"lowpass must be a positive integer, got {factor}.")
+    factor = _positive_int(factor, "lowpass")
     if factor == 1:
         return raw
     dims = raw.ndim - 2
@@ -228,7 +237,7 @@ def highpass_field(raw: torch.Tensor, factor: int) -> torch.Tensor:
     perturbation's pattern keeps only its fine structure (the counterpart of :func:`lowpass_field`; ``factor=1``
     returns ``raw`` unchanged). Not part of the paper; the feasible set of Eq. 4-5 is unchanged.
     """
-    if int(factor) == 1:
+    if _positive_int(factor, "highpass") == 1:
         return raw
     return raw - lowpass_field(raw, factor)
 
@@ -385,14 +394,12 @@ class UMedPerturbator(nn.Module):
     ) -> None:
         super().__init__()
         epsilon = _check_epsilon(epsilon)
-        for name, value in (("lowpass", lowpass), ("highpass", highpass)):
-            if int(value) != value or int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        self.lowpass, self.highpass = int(lowpass), int(highpass)
-        if file_size is not None and not isinstance(file_size, int):
-            file_size = tuple(int(v) for v in file_size)
-        if file_size is not None and min((file_size,) if isinstance(file_size, int) else file_size) < 1:
-            raise ValueError(f"file_size must be positive, got {file_size!r}.")
+        self.lowpass, self.highpass = _positive_int(lowpass, "lowpass"), _positive_int(highpass, "highpass")
+        if file_size is not None:
+            file_size = (
+                _positive_int(file_size, "file_size") if isinstance(file_size, (int, float, str))
+                else tuple(_positive_int(v, "file_size") for v in file_size)
+            )
         self.file_size = file_size
         if parts not in PARTS:
             raise ValueError(f"parts must be one of {PARTS}, got {parts!r}.")
