@@ -75,7 +75,7 @@ def _check_epsilon(epsilon: float) -> float:
 
 
 def _positive_int(value, name: str) -> int:
-    """``value`` as a positive int, or a ``ValueError`` naming the setting (e.g. ``--lowpass abc``, ``--lowpass 2.5``)."""
+    """``value`` as a positive int, or a ``ValueError`` naming the setting (``--lowpass abc``, ``--lowpass 2.5``)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
