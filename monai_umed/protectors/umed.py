@@ -57,6 +57,17 @@ def build_perturbator(
     )
 
 
+def _steps(value: Any) -> int:
+    """``view_fit`` as a number of steps (an int >= 0, also given as text), else a ValueError naming it."""
+    try:
+        steps = int(str(value).strip())
+    except (TypeError, ValueError):
+        steps = -1
+    if steps < 0 or isinstance(value, bool):
+        raise ValueError(f"view_fit must be a whole number of steps >= 0 (0: off), got {value!r}.")
+    return steps
+
+
 def plain(t: torch.Tensor) -> torch.Tensor:
     """A plain tensor (no MONAI metadata: every operation on a MetaTensor pays for its metadata handling)."""
     return convert_to_tensor(t, track_meta=False)
@@ -135,10 +146,12 @@ class UMedProtector(Protector):
         lbp_grid: str = "train",
         class_values: Sequence[int] = (),
         native: bool = False,
+        view_fit: int = 0,
     ) -> None:
         super().__init__()
         self.class_values = [int(v) for v in class_values]
         self.native = bool(native)
+        self.view_fit = _steps(view_fit)
         self.perturbator_args = {
             "spatial_dims": int(spatial_dims), "in_channels": int(in_channels), "epsilon": float(epsilon),
             "bound": bound, "contour_channels": [int(c) for c in contour_channels],
@@ -171,12 +184,12 @@ class UMedProtector(Protector):
     def config(self) -> dict[str, Any]:
         return dict(
             self.perturbator_args, image_size=list(self.image_size), class_values=list(self.class_values),
-            native=self.native,
+            native=self.native, view_fit=self.view_fit,
             **self.priors.as_dict(),
         )
 
     def extra_repr(self) -> str:
-        return f"image_size={self.image_size}, {self.priors}"
+        return f"image_size={self.image_size}, view_fit={self.view_fit}, {self.priors}"
 
     def transforms(self, track_meta: bool = False, train: bool = False):
         """The pipeline of this protector: resize an ``{"image", "label"}`` pair (or, ``native``, keep its grid: a
@@ -244,7 +257,32 @@ class UMedProtector(Protector):
             )
             delta[crop] = protected[0] - x_c
             allowed[box] = ((band + interior) > 0)[0]
+            if self.view_fit and native != self.image_size:
+                bound = torch.zeros((1, *native), device=dev)
+                bound[(slice(None), *box)] = self.perturbator.pixel_bound(band, texture, interior)
+                delta = self._fit_view(x, y, delta, bound)
         return delta.cpu(), allowed.cpu()
+
+    def _fit_view(self, x: torch.Tensor, y: torch.Tensor, delta: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        """``view_fit``: the native delta refitted (:func:`~monai_umed.networks.fit_training_view`) so that the
+        file read at the training size (the pipeline of :meth:`transforms`, an exploiter's anti-aliased resize)
+        carries the perturbation the generators give that training view, within the same per-pixel bounds of
+        Eq. 4-5 (``bound``), Eq. 6's [0, 1] and :func:`~monai_umed.networks.nets.keep_grey`; starts from the
+        resized-fields delta."""
+        from monai_umed.networks import fit_training_view
+
+        view = self.transforms()({"image": x.cpu(), "label": torch.as_tensor(y).cpu()})
+        dev = x.device
+        small = plain(view["image"])[None].to(dev)
+        protected, _, _ = self.perturbator(
+            small, *(plain(view[k])[None].to(dev) for k in ("contour_band", "texture_map", "roi_interior"))
+        )
+        grey = (x == x[:1]).all(dim=0, keepdim=True)[None] if x.shape[0] > 1 else None
+        unit = x.clamp(0.0, 1.0)
+        lower = torch.maximum(-bound, -unit)[None]
+        upper = torch.minimum(bound, 1.0 - unit)[None]
+        fitted = fit_training_view(delta[None], protected - small, lower, upper, grey, steps=self.view_fit)
+        return fitted[0]
 
     def _resized_fields(self, xs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Raw generator outputs F_c(x), F_t(x) at the training size, one pair per image: the generators run on

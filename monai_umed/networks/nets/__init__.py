@@ -19,6 +19,7 @@ from .perturbators import (
     texture_bound,
     texture_perturbation,
     write_round_trip,
+    fit_training_view,
 )
 from .transunet import TRANSUNET_PAPER_KWARGS, TransUNet
 
@@ -43,4 +44,5 @@ __all__ = [
     "texture_bound",
     "texture_perturbation",
     "write_round_trip",
+    "fit_training_view",
 ]

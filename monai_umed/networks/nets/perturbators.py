@@ -24,6 +24,7 @@ finite value before bounding).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,7 @@ __all__ = [
     "lowpass_field",
     "highpass_field",
     "write_round_trip",
+    "fit_training_view",
     "ContourPerturbator",
     "TexturePerturbator",
     "UMedPerturbator",
@@ -229,6 +231,90 @@ def write_round_trip(delta: torch.Tensor, file_size: Sequence[int] | int) -> tor
     mode = ("linear", "bilinear", "trilinear")[len(spatial) - 1]
     up = F.interpolate(delta, size=size, mode=mode, align_corners=False)
     return antialiased_resize(up, spatial)
+
+
+@functools.lru_cache(maxsize=64)
+def _resize_norm_sq(spatial: tuple[int, ...], size: tuple[int, ...]) -> float:
+    """``||R||^2`` of the anti-aliased resize ``R`` from ``spatial`` to ``size`` (the largest eigenvalue of ``R^T
+    R``, by power iteration from a fixed seed; ``R`` acts on each channel alike, so one channel suffices)."""
+    from monai_umed.defenses.differentiable import antialiased_resize
+
+    v = torch.randn((1, 1, *spatial), generator=torch.Generator().manual_seed(0))
+    value = 0.0
+    for _ in range(20):
+        v = v / v.norm().clamp_min(1e-12)
+        with torch.enable_grad():
+            w = v.detach().requires_grad_(True)
+            rv = antialiased_resize(w, size)
+            v = torch.autograd.grad(rv, w, grad_outputs=rv.detach())[0]  # R^T R v
+        value = float(v.norm())
+    return value
+
+
+def fit_training_view(
+    delta: torch.Tensor,
+    target: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    grey: torch.Tensor | None = None,
+    steps: int = 50,
+) -> torch.Tensor:
+    """
+    The delta on a file's own grid whose view at the training size is nearest to ``target``: the least-squares
+    fit ``min_d ||R(d) - target||^2`` subject to ``lower <= d <= upper`` element-wise and, where ``grey`` is true,
+    the same value in every channel, with ``R`` MONAI's anti-aliased resize to the training size
+    (:func:`~monai_umed.defenses.antialiased_resize`: how the protect job's training pipeline and an exploiter at
+    that size read the file). Not part of the paper: the writer's alternative to resizing the raw fields
+    (:meth:`~monai_umed.protectors.UMedProtector.native_delta`), whose file, read back at the training size, does
+    not carry the perturbation the surrogate was fooled by (README, issue 13, "What the written file loses").
+
+    Solved by accelerated projected gradient (FISTA) from ``delta``, the step from a power-iteration estimate of
+    ``||R||^2``; the projection (the channel mean on grey pixels, then the box) is exact because ``lower`` and
+    ``upper`` are the same in every channel of a grey pixel. The result always lies in the constraint set, so any
+    bound encoded in ``lower`` / ``upper`` (Eq. 4-5 per pixel, Eq. 6's [0, 1]) holds exactly.
+
+    Args:
+        delta: ``[B, C, *spatial]`` on the file's grid, the starting point.
+        target: ``[B, C, *train_spatial]``, the perturbation as the training pipeline saw it.
+        lower, upper: bounds broadcastable to ``delta`` with ``lower <= 0 <= upper``.
+        grey: ``[B, 1, *spatial]`` bool, pixels whose channels must move together (``None``: none).
+        steps: gradient steps (0 returns ``delta`` projected).
+    """
+    from monai_umed.defenses.differentiable import antialiased_resize
+
+    steps = int(steps)
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}.")
+    size = tuple(int(s) for s in target.shape[2:])
+    if target.shape[:2] != delta.shape[:2] or len(size) != delta.ndim - 2:
+        raise ValueError(f"target {tuple(target.shape)} does not match delta {tuple(delta.shape)}.")
+    lower, upper = torch.broadcast_to(lower, delta.shape), torch.broadcast_to(upper, delta.shape)
+    if bool((lower > upper).any()):
+        raise ValueError("lower must not exceed upper.")
+
+    def project(d: torch.Tensor) -> torch.Tensor:
+        if grey is not None and d.shape[1] > 1:
+            d = torch.where(grey, d.mean(dim=1, keepdim=True), d)
+        return torch.minimum(torch.maximum(d, lower), upper)
+
+    def gradient(d: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            d = d.detach().requires_grad_(True)
+            loss = 0.5 * (antialiased_resize(d, size) - target).pow(2).sum()
+            return torch.autograd.grad(loss, d)[0]
+
+    x = project(delta.detach().float())
+    if steps == 0:
+        return x
+    lipschitz = _resize_norm_sq(tuple(int(n) for n in x.shape[2:]), size)
+    step = 1.0 / max(1.05 * lipschitz, 1e-12)
+    z, t = x, 1.0
+    for _ in range(steps):
+        x_next = project(z - step * gradient(z))
+        t_next = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
+        z = x_next + ((t - 1.0) / t_next) * (x_next - x)
+        x, t = x_next, t_next
+    return x
 
 
 def highpass_field(raw: torch.Tensor, factor: int) -> torch.Tensor:
@@ -466,6 +552,23 @@ class UMedPerturbator(nn.Module):
             delta_t = torch.zeros_like(delta_t)
         delta_c, delta_t = keep_grey(image, delta_c), keep_grey(image, delta_t)
         return compose_protected(image, delta_c, delta_t), delta_c, delta_t
+
+    def pixel_bound(
+        self, contour_band: torch.Tensor, texture_map: torch.Tensor, roi_interior: torch.Tensor
+    ) -> torch.Tensor:
+        """The per-pixel l-inf bound of ``delta_c + delta_t`` that :meth:`perturb_fields` keeps: ``epsilon`` on the
+        contour band (Eq. 4), ``epsilon * x_t`` on the ROI interior (Eq. 5; ``x_t = 1`` with
+        ``texture_bound="fixed"``), 0 elsewhere and for a part switched off (``parts``). The band and the interior
+        are disjoint, so the bound of the sum is the sum of the bounds."""
+        eps = self._check_shared_epsilon()
+        if self.texture_bound == "fixed":
+            texture_map = torch.ones_like(texture_map)
+        bound = torch.zeros_like(contour_band, dtype=torch.float32)
+        if self.parts != "texture":
+            bound = bound + eps * contour_band
+        if self.parts != "contour":
+            bound = bound + texture_bound(texture_map, roi_interior, eps)
+        return bound
 
     def extra_repr(self) -> str:
         return (
