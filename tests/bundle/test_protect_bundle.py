@@ -790,3 +790,20 @@ def test_protect_field_options_are_recorded_and_rebuilt(tmp_path, option, value)
     proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "bad"), *STEPS,
                    f"--{option}", "0", "--verify", "false", check=False)
     assert proc.returncode != 0 and f"{option} must be" in proc.stdout + proc.stderr
+
+
+def test_protect_view_fit_is_recorded_rebuilt_and_keeps_the_bound(tmp_path):
+    """``--view_fit 10`` on files larger than the training size: the job writes every file within the bound, the
+    manifest and the saved protector carry the setting, and a bad value stops the job with its name."""
+    data = make_synthetic_dataset(tmp_path / "input", num_images=6, size=(56, 48), seed=4)
+    out = tmp_path / "out"
+    _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(out), *STEPS,
+            "--view_fit", "10", "--verify", "false")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["view_fit"] == 10 and manifest["summary"]["num_images"] == 6
+    assert 0 < manifest["summary"]["linf_max"] <= 4 / 255 + 1e-6
+    protector, _ = load_protector(out / "protector.pt")
+    assert protector.view_fit == 10
+    proc = _bundle("protect", "protect.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "bad"), *STEPS,
+                   "--view_fit", "-3", "--verify", "false", check=False)
+    assert proc.returncode != 0 and "view_fit must be" in proc.stdout + proc.stderr

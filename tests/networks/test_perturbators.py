@@ -15,6 +15,7 @@ from monai_umed.networks.nets import (
     UMedPerturbator,
     compose_protected,
     contour_perturbation,
+    fit_training_view,
     highpass_field,
     keep_grey,
     lowpass_field,
@@ -389,3 +390,86 @@ def test_file_size_is_a_training_view_only():
         with pytest.raises(ValueError, match="file_size must be a positive integer"):
             build_perturbator(file_size=bad, **kw)
     assert build_perturbator(file_size=(40, 48), **kw).file_size == (40, 48)
+
+
+def _resize_matrix(native: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """The anti-aliased resize as an explicit matrix (one column per native pixel), for a reference solver."""
+    from monai_umed.defenses.differentiable import antialiased_resize
+
+    eye = torch.eye(native[0] * native[1], dtype=torch.float64).reshape(-1, 1, *native)
+    return antialiased_resize(eye.float(), size).reshape(eye.shape[0], -1).T.double()
+
+
+@pytest.mark.parametrize("native, size", [((13, 11), (5, 6)), ((9, 9), (4, 4))])
+def test_fit_training_view_matches_a_bounded_least_squares_solver(native, size):
+    """fit_training_view solves min ||R d - target||^2 over the box: its objective reaches SciPy's ``lsq_linear``
+    optimum (with R the explicit matrix of MONAI's anti-aliased resize), it stays inside the box exactly, it is
+    never worse than its start, and where the box is all zero nothing moves."""
+    from scipy.optimize import lsq_linear
+
+    g = torch.Generator().manual_seed(0)
+    bound = torch.rand(1, 1, *native, generator=g) * DEFAULT_EPSILON
+    bound[..., : native[0] // 3, :] = 0  # outside the band and ROI
+    target = (torch.rand(1, 1, *size, generator=g) * 2 - 1) * DEFAULT_EPSILON
+    start = torch.zeros(1, 1, *native)
+    got = fit_training_view(start, target, -bound, bound, steps=400)
+    assert bool((got.abs() <= bound).all()) and bool((got[..., : native[0] // 3, :] == 0).all())
+    matrix = _resize_matrix(native, size)
+    b = bound.flatten().double().numpy()
+    ref = lsq_linear(matrix.numpy(), target.flatten().double().numpy(), bounds=(-b, b + 1e-300), tol=1e-12)
+    objective = float(((matrix @ got.flatten().double()) - target.flatten().double()).pow(2).sum())
+    assert objective <= 2 * ref.cost + 1e-12 + 1e-3 * float(target.double().pow(2).sum())
+    assert objective < float(target.double().pow(2).sum())  # zero start: the residual is the whole target
+
+
+def test_fit_training_view_reaches_a_feasible_target_and_keeps_grey_pixels_grey():
+    """A target that some feasible delta produces is reproduced (residual near 0); grey pixels get the same
+    value in every channel; [lower, upper] (here Eq. 6's [0, 1] on top of a per-pixel bound) holds exactly;
+    steps=0 only projects; bad arguments are refused."""
+    from monai_umed.defenses.differentiable import antialiased_resize
+
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(1, 3, 40, 40, generator=g)
+    image[..., :20, :] = image[:, :1, :20, :]
+    grey = (image == image[:, :1]).all(dim=1, keepdim=True)
+    bound = torch.full((1, 1, 40, 40), DEFAULT_EPSILON)
+    lower, upper = torch.maximum(-bound, -image), torch.minimum(bound, 1 - image)
+    truth = torch.minimum(torch.maximum((torch.rand(1, 3, 40, 40, generator=g) * 2 - 1) * DEFAULT_EPSILON, lower), upper)
+    truth = keep_grey(image, truth)
+    target = antialiased_resize(truth, (16, 16))
+    got = fit_training_view(torch.zeros_like(image), target, lower, upper, grey, steps=300)
+    residual = antialiased_resize(got, (16, 16)) - target
+    assert float(residual.norm() / target.norm()) < 0.02
+    assert bool((got >= lower).all() and (got <= upper).all())
+    assert torch.equal(got[:, 0][grey[:, 0]], got[:, 1][grey[:, 0]]) and torch.equal(got[:, 0][grey[:, 0]], got[:, 2][grey[:, 0]])
+    wild = torch.full_like(image, 1.0)
+    projected = fit_training_view(wild, target, lower, upper, grey, steps=0)
+    assert torch.equal(projected, torch.minimum(torch.maximum(keep_grey(image, wild), lower), upper))
+    with pytest.raises(ValueError, match="steps"):
+        fit_training_view(wild, target, lower, upper, steps=-1)
+    with pytest.raises(ValueError, match="does not match"):
+        fit_training_view(wild, target[:, :1], lower, upper)
+    with pytest.raises(ValueError, match="lower must not exceed upper"):
+        fit_training_view(wild, target, upper + 1, upper)
+
+
+@pytest.mark.parametrize("parts, texture_bound_mode", [("both", "lbp"), ("contour", "lbp"), ("texture", "fixed")])
+def test_pixel_bound_is_the_bound_perturb_fields_keeps(parts, texture_bound_mode):
+    """UMedPerturbator.pixel_bound: epsilon on the band, epsilon * x_t on the interior (1 with the fixed texture
+    bound), 0 for a part switched off; perturb_fields' delta never exceeds it and reaches close to it for a large
+    raw field."""
+    from monai_umed.protectors import build_perturbator
+
+    kw = dict(contour_channels=(4, 8), contour_strides=(2,), texture_channels=(4, 8), texture_strides=(2,))
+    p = build_perturbator(parts=parts, texture_bound=texture_bound_mode, **kw)
+    band, texture, interior = make_priors(2, (16, 16))
+    bound = p.pixel_bound(band, texture, interior)
+    x_t = texture if texture_bound_mode == "lbp" else torch.ones_like(texture)
+    expected = (DEFAULT_EPSILON * band if parts != "texture" else 0) + (
+        DEFAULT_EPSILON * x_t * interior if parts != "contour" else 0)
+    torch.testing.assert_close(bound, expected)
+    image = torch.full((2, 1, 16, 16), 0.5)
+    big = torch.full((2, 1, 16, 16), 50.0)
+    _, dc, dt = p.perturb_fields(big, big, image, band, texture, interior)
+    assert bool(((dc + dt).abs() <= bound + 1e-7).all())
+    torch.testing.assert_close((dc + dt).abs(), bound, atol=1e-6, rtol=1e-5)

@@ -153,3 +153,63 @@ def test_grey_image_among_colour_ones_gets_a_grey_perturbation():
     grey_part = d_marked[:, ~marker]
     assert torch.equal(grey_part[0], grey_part[1]) and torch.equal(grey_part[0], grey_part[2])
     assert not torch.equal(d_marked[0, marker], d_marked[1, marker])
+
+
+def _view_target(p: UMedProtector, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The perturbation the generators give the training view of ``(x, y)`` (the protect job's pipeline)."""
+    view = p.transforms()({"image": x, "label": y})
+    small = torch.as_tensor(view["image"]).as_subclass(torch.Tensor)[None]
+    priors = [torch.as_tensor(view[k]).as_subclass(torch.Tensor)[None] for k in ("contour_band", "texture_map", "roi_interior")]
+    protected, _, _ = p.perturbator(small, *priors)
+    return protected - small
+
+
+@pytest.mark.parametrize("channels, shape", [(3, (60, 52)), (1, (48, 48))])
+def test_view_fit_brings_the_training_view_of_the_file_to_the_trained_perturbation(channels, shape):
+    """view_fit: the file's delta read back at the training size (MONAI's anti-aliased resize, as the protect job
+    and an exploiter read it) is much nearer the perturbation of the training view than the resized-fields delta,
+    while Eq. 4-5's per-pixel bounds on the native priors, Eq. 6's [0, 1], the changed-pixel mask and grey pixels
+    all hold as without it; the setting is saved; a file of the training size is left as it was."""
+    from monai_umed.defenses.differentiable import antialiased_resize
+
+    kw = dict(in_channels=channels, image_size=16, contour_channels=(4, 8), contour_strides=(2,),
+              texture_channels=(4, 8), texture_strides=(2,))
+    torch.manual_seed(0)
+    plain_p = UMedProtector(**kw).eval()
+    fitted_p = UMedProtector(view_fit=30, **kw).eval()
+    with torch.no_grad():
+        for param in plain_p.parameters():
+            param.mul_(3.0)
+    fitted_p.load_state_dict(plain_p.state_dict())
+    x = torch.rand(channels, *shape, generator=torch.Generator().manual_seed(1))
+    if channels > 1:
+        x[:, : shape[0] // 2] = x[:1, : shape[0] // 2]  # a grey part
+    y = _labels(*shape)[0]
+    with torch.no_grad():
+        (d0, a0), = plain_p.native_delta_batch([x], [y], ["k"])
+        (d1, a1), = fitted_p.native_delta_batch([x], [y], ["k"])
+        target = _view_target(plain_p, x, y)[0]
+    assert torch.equal(a0, a1)
+    err0 = float((antialiased_resize(d0[None], (16, 16))[0] - target).norm())
+    err1 = float((antialiased_resize(d1[None], (16, 16))[0] - target).norm())
+    assert err1 < 0.9 * err0, (err0, err1)
+    # the per-pixel bounds of Eq. 4-5 on the native priors (the reference's band width and LBP map)
+    width = native_band_width(plain_p.priors.band_width, plain_p.image_size, shape)
+    masks = torch.as_tensor(ContourBand(width, plain_p.priors.band_side)((y > 0).float())).as_subclass(torch.Tensor)
+    texture = torch.as_tensor(LBPTextureMap(plain_p.priors.lbp_points, plain_p.priors.lbp_radius,
+                                            plain_p.priors.lbp_method, plain_p.priors.lbp_normalize)(x))
+    bound = plain_p.perturbator.pixel_bound(masks[0:1], texture.as_subclass(torch.Tensor), masks[1:2])
+    assert bool((d1.abs() <= bound + 1e-7).all()) and bool((d1.abs().amax(0)[~a1] == 0).all())
+    assert bool(((x + d1) >= -1e-7).all() and ((x + d1) <= 1 + 1e-7).all())
+    if channels > 1:
+        grey = (x == x[:1]).all(0)
+        assert torch.equal(d1[0][grey], d1[1][grey]) and torch.equal(d1[0][grey], d1[2][grey])
+    assert fitted_p.config()["view_fit"] == 30 and plain_p.config()["view_fit"] == 0
+    assert UMedProtector(**fitted_p.config()).view_fit == 30
+    same = torch.rand(channels, 16, 16, generator=torch.Generator().manual_seed(2))
+    ys = _labels(16, 16)[0]
+    with torch.no_grad():
+        assert torch.equal(fitted_p.native_delta(same, ys, "s")[0], plain_p.native_delta(same, ys, "s")[0])
+    for bad in (-1, "abc", 2.5, True, None):
+        with pytest.raises(ValueError, match="view_fit must be"):
+            UMedProtector(view_fit=bad, **kw)
