@@ -111,6 +111,9 @@ class UMedProtector(Protector):
             ``image_size`` patches, and :meth:`native_delta_batch` runs the generators over the whole volume (one
             pass, or MONAI's ``SlidingWindowInferer`` for very large volumes, see :meth:`_native_fields`), so the
             generators meet the perturbation's own scale.
+        view_fit: gradient steps of a refit of each delta on the native grid (0: off, the default), so that the
+            file read back at the training size carries the perturbation of the training view (:meth:`_fit_view`,
+            :func:`~monai_umed.networks.fit_training_view`); same bounds. Not for ``native`` protectors.
     """
 
     name: ClassVar[str] = "umed"
@@ -152,6 +155,11 @@ class UMedProtector(Protector):
         self.class_values = [int(v) for v in class_values]
         self.native = bool(native)
         self.view_fit = _steps(view_fit)
+        if self.view_fit and self.native:
+            raise ValueError(
+                f"view_fit={self.view_fit} refits a file's delta to its view at the training size; a native protector "
+                "(volumes) trains on each file's own grid, so there is no such view: leave view_fit at 0."
+            )
         self.perturbator_args = {
             "spatial_dims": int(spatial_dims), "in_channels": int(in_channels), "epsilon": float(epsilon),
             "bound": bound, "contour_channels": [int(c) for c in contour_channels],
@@ -257,7 +265,7 @@ class UMedProtector(Protector):
             )
             delta[crop] = protected[0] - x_c
             allowed[box] = ((band + interior) > 0)[0]
-            if self.view_fit and native != self.image_size:
+            if self.view_fit and not self.native and native != self.image_size:
                 bound = torch.zeros((1, *native), device=dev)
                 bound[(slice(None), *box)] = self.perturbator.pixel_bound(band, texture, interior)
                 delta = self._fit_view(x, y, delta, bound)

@@ -213,3 +213,5 @@ def test_view_fit_brings_the_training_view_of_the_file_to_the_trained_perturbati
     for bad in (-1, "abc", 2.5, True, None):
         with pytest.raises(ValueError, match="view_fit must be"):
             UMedProtector(view_fit=bad, **kw)
+    with pytest.raises(ValueError, match="native protector"):
+        UMedProtector(view_fit=5, native=True, **kw)
