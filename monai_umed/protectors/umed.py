@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from monai.utils import convert_to_tensor
 
 from monai_umed.networks import ContourPerturbator, TexturePerturbator, UMedPerturbator
+from monai_umed.networks.nets.perturbators import _positive_int
 from monai_umed.protectors.base import Protector, register_protector
 from monai_umed.transforms import PriorSettings, prior_transforms
 
@@ -55,17 +56,6 @@ def build_perturbator(
         contour=contour, texture=texture, epsilon=epsilon, parts=parts, texture_bound=texture_bound, lowpass=lowpass,
         highpass=highpass, file_size=file_size,
     )
-
-
-def _steps(value: Any) -> int:
-    """``view_fit`` as a number of steps (an int >= 0, also given as text), else a ValueError naming it."""
-    try:
-        steps = int(str(value).strip())
-    except (TypeError, ValueError):
-        steps = -1
-    if steps < 0 or isinstance(value, bool):
-        raise ValueError(f"view_fit must be a whole number of steps >= 0 (0: off), got {value!r}.")
-    return steps
 
 
 def plain(t: torch.Tensor) -> torch.Tensor:
@@ -154,7 +144,7 @@ class UMedProtector(Protector):
         super().__init__()
         self.class_values = [int(v) for v in class_values]
         self.native = bool(native)
-        self.view_fit = _steps(view_fit)
+        self.view_fit = _positive_int(view_fit, "view_fit", minimum=0)
         if self.view_fit and self.native:
             raise ValueError(
                 f"view_fit={self.view_fit} refits a file's delta to its view at the training size; a native protector "

@@ -76,14 +76,16 @@ def _check_epsilon(epsilon: float) -> float:
     return epsilon
 
 
-def _positive_int(value, name: str) -> int:
-    """``value`` as a positive int, or a ``ValueError`` naming the setting (``--lowpass abc``, ``--lowpass 2.5``)."""
+def _positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as a whole number >= ``minimum`` (1: a positive integer), or a ``ValueError`` naming the setting
+    (``--lowpass abc``, ``--lowpass 2.5``, ``--view_fit true``)."""
     try:
-        number = float(value)
+        number = float("nan") if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
         number = float("nan")
-    if not (number >= 1 and number == int(number)):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if not (number >= minimum and number == int(number)):
+        what = "a positive integer" if minimum == 1 else f"a whole number >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}.")
     return int(number)
 
 
