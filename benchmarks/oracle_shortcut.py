@@ -9,7 +9,11 @@ uses ``epsilon`` there too), and a pattern that carries the label:
 * ``offset``: +1 inside the ROI, -1 in the outer band;
 * ``check96`` / ``check48``: a checkerboard on a 96 / 48-pixel grid (upsampled to the file's size: bilinearly
   then signed / nearest neighbour), its phase flipped between the ROI and the outer band;
-* ``native``: the same checkerboard on the file's own pixel grid (for an exploiter that trains at that size).
+* ``native``: the same checkerboard on the file's own pixel grid (for an exploiter that trains at that size);
+* ``rings``: a square wave of the signed distance to the ROI contour, ``sign(sin(2 pi d / period))`` with ``d``
+  positive inside the ROI and ``--period`` in pixels of the 96-pixel grid (scaled to the file): rings parallel to
+  the contour, so that a flip, rotation, scaling or elastic move of image and mask together moves the code with the
+  label (the exploiter's ``augment`` recipe), and the phase is flipped across the contour by ``sin``'s symmetry.
 
 Volumes (NIfTI, e.g. an MSD split) take ``native`` only, on the voxel grid with one pattern per region: class ``k``
 of ``K`` gets the checkerboard shifted by ``k`` voxels along the first axis of a period-``K + 1`` comb (background
@@ -46,9 +50,16 @@ from monai_umed.transforms import ContourBand, LBPTextureMap  # noqa: E402
 from monai_umed.utils import atomic_write  # noqa: E402
 
 
-def pattern(kind: str, roi: np.ndarray) -> np.ndarray:
+def pattern(kind: str, roi: np.ndarray, period: float = 6.0) -> np.ndarray:
     """+-1 pattern of ``kind`` on the grid of ``roi`` (H, W), with its sign flipped outside the ROI."""
     sign = np.where(roi > 0, 1.0, -1.0)
+    if kind == "rings":
+        from scipy.ndimage import distance_transform_edt
+
+        inside = roi > 0
+        d = distance_transform_edt(inside) - distance_transform_edt(~inside) + np.where(inside, -0.5, 0.5)
+        wave = np.sin(2 * np.pi * d / (period * roi.shape[0] / 96))
+        return np.where(wave >= 0, 1.0, -1.0).astype(np.float32)
     if kind == "offset":
         return sign
     if kind == "native":
@@ -104,7 +115,8 @@ def main() -> None:
     parser.add_argument("--dataset_dir", required=True)
     parser.add_argument("--datalist", required=True, help="split JSON; its training entries are written")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--pattern", default="check96", choices=("offset", "check96", "check48", "native"))
+    parser.add_argument("--pattern", default="check96", choices=("offset", "check96", "check48", "native", "rings"))
+    parser.add_argument("--period", type=float, default=6.0, help="rings: period in pixels of the 96-pixel grid")
     parser.add_argument("--epsilon", type=float, default=4 / 255)
     parser.add_argument("--full", action="store_true", help="ROI interior at epsilon instead of epsilon * x_t")
     args = parser.parse_args()
@@ -128,7 +140,7 @@ def main() -> None:
         interior = (1 - band) * roi
         grey = x if x.ndim == 2 else x[..., :3].mean(-1)
         x_t = np.ones_like(roi) if args.full else LBPTextureMap()(torch.from_numpy(grey)[None]).numpy()[0]
-        delta = args.epsilon * (band + x_t * interior) * pattern(args.pattern, roi)
+        delta = args.epsilon * (band + x_t * interior) * pattern(args.pattern, roi, args.period)
         if x.ndim == 3:
             delta = delta[..., None]
         protected = np.clip(np.round((x + delta) * 255), 0, 255).astype(np.uint8)
