@@ -116,10 +116,13 @@ def main() -> None:
     parser.add_argument("--datalist", required=True, help="split JSON; its training entries are written")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--pattern", default="check96", choices=("offset", "check96", "check48", "native", "rings"))
-    parser.add_argument("--period", type=float, default=6.0, help="rings: period in pixels of the 96-pixel grid")
+    parser.add_argument("--period", type=float, default=6.0,
+                        help="rings: period in pixels of the 96-pixel grid (scaled by the image height / 96)")
     parser.add_argument("--epsilon", type=float, default=4 / 255)
     parser.add_argument("--full", action="store_true", help="ROI interior at epsilon instead of epsilon * x_t")
     args = parser.parse_args()
+    if not args.period > 0:
+        raise SystemExit(f"--period must be > 0 (pixels of the 96-pixel grid), got {args.period}")
     root, out = Path(args.dataset_dir), Path(args.output_dir)
     if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents:
         raise SystemExit(f"--output_dir {out} is inside the dataset {root}: never write into an input dataset")

@@ -96,3 +96,13 @@ def test_output_inside_the_dataset_is_refused(tmp_path, monkeypatch, load_script
     monkeypatch.setattr("sys.argv", argv)
     with pytest.raises(SystemExit, match="never write into an input dataset"):
         oracle.main()
+
+
+@pytest.mark.parametrize("period", ["0", "-6", "nan"])
+def test_bad_period_is_refused(tmp_path, monkeypatch, load_script, period):
+    oracle = load_script("benchmarks/oracle_shortcut.py")
+    argv = ["oracle_shortcut.py", "--dataset_dir", str(tmp_path / "d"), "--datalist", str(tmp_path / "s.json"),
+            "--output_dir", str(tmp_path / "o"), "--pattern", "rings", "--period", period]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit, match="--period must be > 0"):
+        oracle.main()
