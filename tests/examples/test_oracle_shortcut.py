@@ -33,6 +33,7 @@ def test_rings_follow_the_contour_and_flip_across_it(load_script, period):
     assert set(np.unique(p).tolist()) == {-1.0, 1.0}
     by_in, by_out = _rings_by_distance(p, roi)
     half = period / 2
+    checked = 0
     for k in range(1, 13):
         # a square wave of the signed distance d = k - 0.5 inside and -(k - 0.5) outside: one value per ring
         # away from the wave's own edges, the sign of sin(2 pi d / period), opposite on the two sides
@@ -42,6 +43,8 @@ def test_rings_follow_the_contour_and_flip_across_it(load_script, period):
         want = 1.0 if np.sin(2 * np.pi * d / period) > 0 else -1.0
         assert by_in[k] == {want}, (k, by_in[k])
         assert by_out[k] == {-want}, (k, by_out[k])
+        checked += 1
+    assert checked >= 4  # at least two rings of each sign on each side were compared
 
 
 def test_rings_period_is_on_the_96_pixel_grid(load_script):
